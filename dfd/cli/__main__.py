@@ -1,0 +1,5 @@
+import sys
+
+from dfd.cli import main
+
+sys.exit(main())

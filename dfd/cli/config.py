@@ -1,0 +1,24 @@
+"""`dfd config`: show a job's preset with any overrides, as JSON."""
+from __future__ import annotations
+
+import json
+
+
+def register(sub) -> None:
+    p = sub.add_parser("config", help="print a job's configuration preset as JSON",
+                       description="Print the configuration a job would run with.")
+    p.add_argument("job", choices=["synth", "preprocess", "train", "infer"])
+    p.add_argument("--preset", default="smoke", choices=["smoke", "paper", "full"])
+    p.add_argument("--hash", action="store_true", help="print the config hash only")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from dfd import config
+
+    cfg = config.preset(args.job, args.preset)
+    if args.hash:
+        print(config.config_hash(cfg))
+    else:
+        print(json.dumps(config.to_dict(cfg), indent=2, sort_keys=True))
+    return 0
