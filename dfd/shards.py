@@ -5,8 +5,10 @@ TFRecord through TensorFlow's file system layer.
 """
 from __future__ import annotations
 
+import struct
 from typing import Any, Iterable, Iterator, Mapping
 
+import google_crc32c
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -24,11 +26,37 @@ def write_parquet(records: Iterable[Mapping[str, Any]], path: str,
     return table.num_rows
 
 
+def parquet_bytes(records: Iterable[Mapping[str, Any]],
+                  schema: RecordSchema = schemas.FACE) -> bytes:
+    """One Parquet file as bytes, for writers that go through another file system layer."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(schemas.to_arrow_table(records, schema), sink, compression=PARQUET_COMPRESSION)
+    return sink.getvalue().to_pybytes()
+
+
 def read_parquet(path: str, schema: RecordSchema = schemas.FACE, **kwargs) -> pa.Table:
     """Read a Parquet file or a folder of them, checking the schema and version."""
     table = pq.read_table(path, **kwargs)
     schemas.check_arrow_schema(table.schema, schema)
     return table
+
+
+def _masked_crc(data: bytes) -> int:
+    crc = google_crc32c.value(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def tfrecord_frame(payload: bytes) -> bytes:
+    """One TFRecord: length, masked CRC32C of the length, payload, masked CRC32C of it."""
+    length = struct.pack("<Q", len(payload))
+    return b"".join((length, struct.pack("<I", _masked_crc(length)), payload,
+                     struct.pack("<I", _masked_crc(payload))))
+
+
+def tfrecord_bytes(records: Iterable[Mapping[str, Any]],
+                   schema: RecordSchema = schemas.FACE) -> bytes:
+    """A whole TFRecord file as bytes, without TensorFlow's file layer (works for any URI)."""
+    return b"".join(tfrecord_frame(schemas.to_example(r, schema)) for r in records)
 
 
 def write_tfrecord(records: Iterable[Mapping[str, Any]], path: str,

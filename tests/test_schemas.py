@@ -107,3 +107,20 @@ def test_reader_refuses_another_schema_version(tmp_path):
     pq.write_table(table.replace_schema_metadata(meta), tmp_path / "old.parquet")
     with pytest.raises(schemas.SchemaError, match="schema_version"):
         shards.read_parquet(str(tmp_path / "old.parquet"))
+
+
+def test_tfrecord_framing_is_read_by_tensorflow(tmp_path):
+    records = [face_record(i) for i in range(3)]
+    path = tmp_path / "framed.tfrecord"
+    path.write_bytes(shards.tfrecord_bytes(records))
+    assert [r["frame_index"] for r in shards.iter_tfrecord(str(path))] == [0, 10, 20]
+    # same bytes as TensorFlow's own writer
+    shards.write_tfrecord(records, str(tmp_path / "tf.tfrecord"))
+    assert path.read_bytes() == (tmp_path / "tf.tfrecord").read_bytes()
+
+
+def test_parquet_bytes_read_by_pyarrow():
+    import pyarrow as pa
+    data = shards.parquet_bytes([face_record(1)])
+    table = pq.read_table(pa.BufferReader(data))
+    assert table.column("video").to_pylist() == ["abcdefghi1.mp4"]
