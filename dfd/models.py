@@ -1,0 +1,176 @@
+"""Face-crop classifiers, looked up by name, and their safe on-disk form.
+
+Every model takes the array ``dfd.images.decode_crops`` makes (float32 RGB in [0, 1], NHWC) and
+outputs one sigmoid score, the probability of FAKE; each model rescales its input itself.
+Models are written against ``tf_keras``: Keras 3 fails under MultiWorkerMirroredStrategy
+(DESIGN.md). A saved model is ``model.json`` (name and options) plus ``weights.h5``, so loading
+never unpickles anything.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import Any, Callable
+
+import tf_keras as keras
+
+from schemas.records import CROP_SIZE
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MODEL_JSON = "model.json"
+WEIGHTS_H5 = "weights.h5"
+
+ModelBuilder = Callable[..., keras.Model]
+MODELS: dict[str, ModelBuilder] = {}
+
+
+def register(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
+    def add(builder: ModelBuilder) -> ModelBuilder:
+        MODELS[name] = builder
+        return builder
+    return add
+
+
+def build_model(name: str, **options: Any) -> keras.Model:
+    """A fresh, uncompiled model from the registry."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; one of {sorted(MODELS)}")
+    return MODELS[name](**options)
+
+
+@register("paper_cnn")
+def paper_cnn(*, dropout: float = 0.25, conv_dropout: float | None = None,
+              input_size: int = CROP_SIZE) -> keras.Model:
+    """The CNN of Che & Ingham's Fig. 2: 562,901 parameters on a 256x256x3 input.
+
+    ``dropout`` is the rate after the dense layers; ``conv_dropout`` the rate after the
+    pooling layers (defaults to ``dropout``). The paper gives neither rate.
+    """
+    conv_dropout = dropout if conv_dropout is None else conv_dropout
+    L = keras.layers
+    # 'same' padding is what reproduces the figure's 86 -> 43 -> 21 feature-map sides.
+    return keras.Sequential([
+        keras.Input((input_size, input_size, 3)),
+        L.Conv2D(75, 4, strides=3, padding="same", activation="relu", name="conv2d_1"),
+        L.Conv2D(50, 3, strides=2, padding="same", activation="relu", name="conv2d_2"),
+        L.MaxPooling2D(2, name="max_pooling2d_1"),
+        L.Dropout(conv_dropout, name="dropout_1"),
+        L.Conv2D(25, 2, padding="same", activation="relu", name="conv2d_3"),
+        L.MaxPooling2D(2, name="max_pooling2d_2"),
+        L.Dropout(conv_dropout, name="dropout_2"),
+        L.Flatten(name="flatten_1"),
+        L.Dense(200, activation="relu", name="dense_1"),
+        L.Dropout(dropout, name="dropout_3"),
+        L.Dense(100, activation="relu", name="dense_2"),
+        L.Dropout(dropout, name="dropout_4"),
+        L.Dense(1, activation="sigmoid", name="dense_3"),
+    ], name="paper_cnn")
+
+
+# ---- ImageNet backbones ------------------------------------------------------------------------
+# Each entry: the tf_keras.applications constructor, the file name keras caches its no-top
+# ImageNet weights under, and the affine map from our [0, 1] input to what the backbone expects.
+_BACKBONES = {
+    # EfficientNets normalize internally from [0, 255].
+    "efficientnet_b0": ("EfficientNetB0", "efficientnetb0_notop.h5", (255.0, 0.0)),
+    "efficientnet_b4": ("EfficientNetB4", "efficientnetb4_notop.h5", (255.0, 0.0)),
+    # Xception expects [-1, 1].
+    "xception": ("Xception", "xception_weights_tf_dim_ordering_tf_kernels_notop.h5", (2.0, -1.0)),
+}
+DOWNLOAD_TIMEOUT_S = 20.0
+
+
+def keras_cache_dir() -> Path:
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+
+
+def _imagenet_weights(constructor: str, filename: str) -> Path | None:
+    """The no-top ImageNet weights file: from keras' cache, else downloaded; None if neither."""
+    cached = keras_cache_dir() / filename
+    if cached.is_file():
+        return cached
+    url = "https://storage.googleapis.com/"
+    url += ("keras-applications/" if constructor.startswith("EfficientNet")
+            else "tensorflow/keras-applications/xception/")
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # an offline cluster should fail fast, not hang
+    try:
+        return Path(keras.utils.get_file(filename, url + filename, cache_subdir="models"))
+    except Exception as exc:  # any network or file failure means "not available"
+        log.debug("ImageNet weights download failed: %s", exc)
+        return None
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _backbone_classifier(name: str, *, weights: str | None = "imagenet", dropout: float = 0.25,
+                         freeze_backbone: bool = False, input_size: int = CROP_SIZE
+                         ) -> keras.Model:
+    constructor, filename, (scale, offset) = _BACKBONES[name]
+    if weights not in ("imagenet", None):
+        raise ValueError(f"{name}: weights must be 'imagenet' or None, got {weights!r}")
+    inputs = keras.Input((input_size, input_size, 3))
+    x = keras.layers.Rescaling(scale, offset, name="to_backbone_range")(inputs)
+    backbone = getattr(keras.applications, constructor)(
+        include_top=False, weights=None, input_shape=(input_size, input_size, 3), pooling="avg")
+    if weights == "imagenet":
+        path = _imagenet_weights(constructor, filename)
+        if path is None:
+            log.warning("%s: ImageNet weights are neither cached in %s nor downloadable; "
+                        "training from random initialization", name, keras_cache_dir())
+        else:
+            backbone.load_weights(str(path))
+    backbone.trainable = not freeze_backbone
+    x = backbone(x)
+    x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    outputs = keras.layers.Dense(1, activation="sigmoid", name="p_fake")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+for _name in _BACKBONES:
+    register(_name)(lambda _n=_name, **options: _backbone_classifier(_n, **options))
+
+
+# ---- saving and loading ------------------------------------------------------------------------
+
+def save_model(model: keras.Model, directory: str, *, name: str, options: dict) -> None:
+    """Write ``model.json`` and ``weights.h5`` into directory (created if missing)."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; one of {sorted(MODELS)}")
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    spec = {"name": name, "options": dict(options),
+            "input_shape": [int(d) for d in model.input_shape[1:]],
+            "format_version": FORMAT_VERSION}
+    model.save_weights(str(out / WEIGHTS_H5), save_format="h5")
+    (out / MODEL_JSON).write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
+
+
+def read_model_spec(directory: str) -> dict:
+    path = Path(directory) / MODEL_JSON
+    if not path.is_file():
+        raise FileNotFoundError(f"no {MODEL_JSON} in {directory}: not a saved dfd model")
+    spec = json.loads(path.read_text())
+    if spec.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: format_version {spec.get('format_version')!r}, "
+                         f"this code reads {FORMAT_VERSION}")
+    return spec
+
+
+def load_model(directory: str) -> keras.Model:
+    """Rebuild the model named in ``model.json`` and load its weights."""
+    spec = read_model_spec(directory)
+    options = dict(spec["options"])
+    if spec["name"] in _BACKBONES:
+        options["weights"] = None  # the saved weights replace ImageNet's; do not fetch them
+    model = build_model(spec["name"], **options)
+    if list(model.input_shape[1:]) != spec["input_shape"]:
+        raise ValueError(f"{directory}: model input {list(model.input_shape[1:])} does not match "
+                         f"the saved input_shape {spec['input_shape']}")
+    model.load_weights(str(Path(directory) / WEIGHTS_H5))
+    return model
