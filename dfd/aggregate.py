@@ -12,7 +12,7 @@ rule, and is still counted in the metrics.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -104,3 +104,28 @@ def aggregate_videos(videos: Iterable[str], scores: Iterable[float],
     for video, score in zip(videos, scores):
         grouped.setdefault(video, []).append(float(score))
     return {video: aggregate(s, rule) for video, s in grouped.items()}
+
+
+def video_records(frames: Mapping[str, Sequence], *, model: str, rule: str = DEFAULT,
+                  faceless: Iterable[Mapping] = ()) -> list[dict]:
+    """``VIDEO_PREDICTION`` records from ``FRAME_PREDICTION`` columns, one per (part, video),
+    sorted; ``faceless`` videos (dicts with video, part, label) get ``NO_FACE_SCORE``.
+
+    ``frames`` maps column names to sequences, e.g. ``pyarrow.Table.to_pydict()``."""
+    get(rule)  # fail on an unknown name before any work
+    scores: dict[tuple[int, str], list[float]] = {}
+    labels: dict[tuple[int, str], int | None] = {}
+    for video, part, label, p in zip(frames["video"], frames["part"], frames["label"],
+                                     frames["p_fake"]):
+        key = (int(part), video)
+        scores.setdefault(key, []).append(float(p))
+        labels.setdefault(key, label)
+    for row in faceless:
+        key = (int(row["part"]), row["video"])
+        if key not in scores:
+            scores[key] = []
+            labels[key] = row.get("label")
+    return [{"video": video, "part": part, "label": labels[(part, video)],
+             "p_fake": aggregate(scores[(part, video)], rule),
+             "n_faces": len(scores[(part, video)]), "aggregation": rule, "model": model}
+            for part, video in sorted(scores)]

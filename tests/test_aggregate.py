@@ -56,3 +56,21 @@ def test_aggregate_videos_groups_crops_by_video():
                                      "max")
     assert out == {"a": pytest.approx(0.6), "b": pytest.approx(0.9)}
     assert aggregate.names() == ("mean", "median", "max", "confident")
+
+
+def test_video_records_are_one_valid_record_per_video_faceless_ones_at_one_half():
+    import schemas
+
+    frames = {"video": ["a.mp4", "b.mp4", "a.mp4"], "part": [7, 7, 7], "label": [1, 0, 1],
+              "p_fake": [0.9, 0.2, 0.7]}
+    records = aggregate.video_records(
+        frames, model="m", rule="median",
+        faceless=[{"video": "c.mp4", "part": 7, "label": 0},
+                  {"video": "a.mp4", "part": 7, "label": 1}])  # has faces: not faceless
+    assert [(r["video"], r["n_faces"]) for r in records] == [("a.mp4", 2), ("b.mp4", 1),
+                                                            ("c.mp4", 0)]
+    assert [r["p_fake"] for r in records] == [pytest.approx(0.8), 0.2, 0.5]
+    assert [r["label"] for r in records] == [1, 0, 0]
+    for r in records:
+        schemas.validate(r, schemas.VIDEO_PREDICTION)
+        assert r["aggregation"] == "median" and r["model"] == "m"
