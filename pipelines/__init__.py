@@ -1,0 +1,1 @@
+"""Apache Beam pipelines: thin composite PTransforms around `dfd` functions."""

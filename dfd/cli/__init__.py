@@ -47,7 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     from dfd.errors import DfdError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Subcommands that launch Beam pass unknown flags through to it (--runner=..., --project=...).
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not getattr(args, "accepts_unknown", False):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.unknown = unknown
     _setup_logging(args.verbose, args.quiet)
     try:
         status = args.func(args)
