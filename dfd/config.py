@@ -28,6 +28,7 @@ class SynthConfig:
     seed: int = 0
     zipped: bool = True
     portrait_fraction: float = 0.15  # DFDC has a share of 1080x1920 clips
+    workers: int = 0  # processes rendering videos; 0 = one per CPU core (output is the same)
 
 
 @dataclasses.dataclass(frozen=True)
