@@ -1,0 +1,315 @@
+"""A local stand-in for Kaggle's API, speaking the routes the installed kaggle 2.2 client calls.
+
+The client (kagglesdk) POSTs JSON to ``/api/v1/<Service>/<Method>`` on http://localhost:7777
+when ``KAGGLE_API_ENVIRONMENT=TEST``:
+
+- ``competitions.CompetitionApiService/ListDataFiles`` -> ``{"files": [...], "nextPageToken"}``,
+  paged by ``pageSize`` / ``pageToken``;
+- ``competitions.CompetitionApiService/DownloadDataFile`` -> a 302 to signed storage, which
+  the client follows with a GET and streams; ``KaggleApi.download_file`` then resumes with
+  ``Range: bytes=N-`` and ``If-Range: <ETag>``;
+- ``security.OAuthService/IntrospectToken`` for KAGGLE_API_TOKEN.
+
+Storage answers like GCS: Content-Length, ETag, Last-Modified, Accept-Ranges and
+``x-goog-hash: crc32c=..,md5=..``. Faults queued with ``fault()`` hit the next storage GETs
+in order, so a test can drop a connection midway, serve a short or corrupted object, or fail
+with a status.
+
+    python -m tests.kaggle_standin dfdc_train_part_00.zip ...   # serve files by hand
+"""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import email.utils
+import hashlib
+import json
+import socket
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+PORT = 7777
+_API = "/api/v1/"
+_CREATED = "2019-12-11T18:30:00.000Z"
+_LAST_MODIFIED = email.utils.formatdate(1576089000, usegmt=True)
+
+
+@dataclasses.dataclass
+class Fault:
+    """What the next storage GET does instead of serving the file faithfully."""
+    drop_after: int | None = None  # send this many body bytes, then cut the connection
+    truncate_to: int | None = None  # serve a shorter object (consistent Content-Length)
+    corrupt: bool = False  # flip bytes, same length
+    status: int | None = None  # answer with this HTTP status
+    retry_after: float | None = None
+
+
+@dataclasses.dataclass
+class Served:
+    """One request as the stand-in saw it."""
+    method: str
+    path: str
+    status: int
+    range: str | None = None
+    body_bytes: int = 0
+    authorized: bool = False
+
+
+class KaggleStandIn:
+    """Serves competition files on localhost:7777 in a background thread."""
+
+    def __init__(self, competition: str, *, username: str = "dfd-tester",
+                 key: str = "0123456789abcdef", token: str | None = None,
+                 rules_accepted: bool = True, page_cap: int = 20):
+        self.competition = competition
+        self.username, self.key, self.token = username, key, token
+        self.rules_accepted = rules_accepted
+        self.page_cap = page_cap
+        self.files: dict[str, bytes] = {}
+        self.log: list[Served] = []
+        self._faults: list[Fault] = []
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # setup
+
+    def add_file(self, name: str, data: bytes) -> None:
+        self.files[name] = data
+
+    def fault(self, *faults: Fault) -> None:
+        with self._lock:
+            self._faults.extend(faults)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.files.clear()
+            self._faults.clear()
+            self.log.clear()
+            self.rules_accepted = True
+
+    def storage_gets(self) -> list[Served]:
+        return [s for s in self.log if s.method == "GET" and s.path.startswith("/storage/")]
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def start(self) -> None:
+        handler = type("Handler", (_Handler,), {"standin": self})
+        self._server = ThreadingHTTPServer(("127.0.0.1", PORT), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        name="kaggle-standin", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._server:
+            self._server.shutdown()
+            self._server.server_close()
+            self._thread.join()
+            self._server = None
+
+    # behaviour
+
+    def _next_fault(self) -> Fault | None:
+        with self._lock:
+            return self._faults.pop(0) if self._faults else None
+
+    def _record(self, served: Served) -> None:
+        with self._lock:
+            self.log.append(served)
+
+    def authorized(self, header: str | None) -> bool:
+        if not header:
+            return False
+        kind, _, value = header.partition(" ")
+        if kind == "Basic":
+            return base64.b64decode(value).decode() == f"{self.username}:{self.key}"
+        return kind == "Bearer" and self.token is not None and value == self.token
+
+
+def etag(data: bytes) -> str:
+    return '"' + hashlib.md5(data).hexdigest() + '"'
+
+
+def goog_hash(data: bytes) -> str:
+    md5 = base64.b64encode(hashlib.md5(data).digest()).decode()
+    try:
+        import google_crc32c
+        crc = base64.b64encode(google_crc32c.Checksum(data).digest()).decode()
+        return f"crc32c={crc},md5={md5}"
+    except ImportError:
+        return f"md5={md5}"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    standin: KaggleStandIn
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format, *args):  # keep test output clean
+        pass
+
+    def handle(self):
+        try:
+            super().handle()
+        except (ConnectionResetError, BrokenPipeError):
+            pass  # a client that abandons a stream (the downloader does on resume)
+
+    # plumbing
+
+    def _json(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        self._served(status, body_bytes=len(data))
+
+    def _error(self, status: int, message: str) -> None:
+        self._json(status, {"code": status, "message": message})
+
+    def _served(self, status: int, **kw) -> None:
+        self.standin._record(Served(self.command, self.path, status,
+                                    range=self.headers.get("Range"),
+                                    authorized=self.standin.authorized(
+                                        self.headers.get("Authorization")), **kw))
+
+    # API
+
+    def do_POST(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(length) or b"{}")
+        if not self.path.startswith(_API):
+            return self._error(404, "no such route")
+        method = self.path[len(_API):]
+        if method == "security.OAuthService/IntrospectToken":
+            s = self.standin
+            active = s.token is not None and body.get("token") == s.token
+            return self._json(200, {"active": active, "username": s.username if active else ""})
+        if not self.standin.authorized(self.headers.get("Authorization")):
+            return self._error(401, "Unauthenticated")
+        if body.get("competitionName") != self.standin.competition:
+            return self._error(404, "Competition not found")
+        if not self.standin.rules_accepted:
+            return self._error(403, "You must accept this competition's rules")
+        if method == "competitions.CompetitionApiService/ListDataFiles":
+            return self._list(body)
+        if method == "competitions.CompetitionApiService/DownloadDataFile":
+            return self._redirect(body)
+        return self._error(404, f"no such route {method}")
+
+    def _list(self, body: dict) -> None:
+        names = sorted(self.standin.files)
+        start = int(body.get("pageToken") or 0)
+        size = min(int(body.get("pageSize") or 20), self.standin.page_cap)
+        page = names[start:start + size]
+        files = [{"ref": n, "name": n, "totalBytes": len(self.standin.files[n]),
+                  "creationDate": _CREATED} for n in page]
+        following = start + size
+        self._json(200, {"files": files,
+                         "nextPageToken": str(following) if following < len(names) else ""})
+
+    def _redirect(self, body: dict) -> None:
+        name = body.get("fileName")
+        if name not in self.standin.files:
+            return self._error(404, "File not found")
+        self.send_response(302)
+        # A signed URL, like GCS's: the client must never print or log it.
+        self.send_header("Location", f"/storage/{self.standin.competition}/{name}"
+                                     f"?X-Goog-Signature=standin-signature-do-not-log")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        self._served(302)
+
+    # storage
+
+    def do_GET(self):
+        path = self.path.split("?", 1)[0]
+        prefix = f"/storage/{self.standin.competition}/"
+        name = path[len(prefix):] if path.startswith(prefix) else None
+        if name not in self.standin.files:
+            return self._error(404, "No such object")
+        data = self.standin.files[name]
+        advertised = data
+        fault = self.standin._next_fault() or Fault()
+        if fault.status:
+            self.send_response(fault.status)
+            if fault.retry_after is not None:
+                self.send_header("Retry-After", str(fault.retry_after))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return self._served(fault.status)
+        if fault.truncate_to is not None:
+            data = advertised = data[:fault.truncate_to]
+        if fault.corrupt:
+            middle = len(data) // 2
+            data = data[:middle] + bytes(b ^ 0xFF for b in data[middle:middle + 64]) \
+                + data[middle + 64:]
+        start, status = 0, 200
+        wanted = self.headers.get("Range")
+        if_range = self.headers.get("If-Range")
+        if wanted and wanted.startswith("bytes=") and (if_range in (None, etag(advertised))):
+            start = int(wanted[len("bytes="):].split("-", 1)[0])
+            if start >= len(data):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(data)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return self._served(416)
+            status = 206
+        body = data[start:]
+        self.send_response(status)
+        self.send_header("Content-Type", "application/zip")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("ETag", etag(advertised))
+        self.send_header("Last-Modified", _LAST_MODIFIED)
+        self.send_header("x-goog-hash", goog_hash(advertised))
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        self.end_headers()
+        if fault.drop_after is not None:
+            sent = self._send(body[:fault.drop_after])
+            # Cut the connection mid-body, as a flaky network or a killed proxy would.
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
+            return self._served(status, body_bytes=sent)
+        self._served(status, body_bytes=self._send(body))
+
+    def _send(self, body: bytes) -> int:
+        sent = 0
+        try:
+            for i in range(0, len(body), 64 * 1024):
+                self.wfile.write(body[i:i + 64 * 1024])
+                sent += min(64 * 1024, len(body) - i)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client stopped reading: a resume abandons it
+        return sent
+
+
+def main(argv: list[str] | None = None) -> int:
+    files = [Path(p) for p in (argv if argv is not None else sys.argv[1:])]
+    standin = KaggleStandIn("deepfake-detection-challenge")
+    for f in files:
+        standin.add_file(f.name, f.read_bytes())
+    print(f"serving {len(files)} file(s) on http://localhost:{PORT} as competition "
+          f"{standin.competition}; credentials {standin.username} / <the default test key>; "
+          f"set KAGGLE_API_ENVIRONMENT=TEST. Ctrl-C stops.")
+    with standin:
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
