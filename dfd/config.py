@@ -67,13 +67,18 @@ class TrainConfig:
     """`dfd train`: the CNN on Ray Train."""
     model: str = "paper_cnn"
     epochs: int = 100
-    batch_size: int = 32
+    batch_size: int = 32  # global: split over the workers, so the optimization does not change
     learning_rate: float = 1e-3
     augment: str = "none"  # none | hflip | rotation | zoom | combinations joined by '+'
     dropout: float = 0.25
     workers: int = 2
     gpus_per_worker: float = 0.0
     seed: int = 0
+    rebalance: bool = True  # one fake per original per epoch when the data kept all fakes
+    pretrained: bool = True  # ImageNet weights for the backbone models, when available
+    cpus_per_worker: float = 1.0
+    max_failures: int = 3  # worker-group restarts from the last checkpoint before giving up
+    checkpoints_to_keep: int = 2
 
 
 @dataclasses.dataclass(frozen=True)
