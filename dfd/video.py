@@ -49,6 +49,7 @@ class TruncatedVideo(VideoError):
 
 
 class NoFrames(VideoError):
+    """The container opens but holds no video frames (an empty or audio-only file)."""
     reason = "no_frames"
 
 
@@ -183,7 +184,7 @@ class VideoReader:
         except Exception as exc:
             raise UnreadableVideo(f"cannot open container: {exc}") from None
         if not self._container.streams.video:
-            raise UnreadableVideo("no video stream")
+            raise NoFrames("the container holds no video stream with frames")
         self._stream = self._container.streams.video[0]
         ctx = self._stream.codec_context
         ctx.thread_count = self._threads
@@ -205,12 +206,13 @@ class VideoReader:
         return n
 
     def _probe(self) -> VideoInfo:
-        stream, limits = self._stream, self.limits
-        coded = (stream.codec_context.width or 0) * (stream.codec_context.height or 0)
-        if coded > limits.max_frame_pixels:
-            raise FrameTooLarge(f"{stream.codec_context.width}x{stream.codec_context.height} "
-                                f"exceeds {limits.max_frame_pixels} pixels")
-        frame_count = stream.frames or self._count_frames()
+        limits = self.limits
+        ctx = self._stream.codec_context
+        if (ctx.width or 0) * (ctx.height or 0) > limits.max_frame_pixels:
+            raise FrameTooLarge(f"{ctx.width}x{ctx.height} exceeds {limits.max_frame_pixels} "
+                                f"pixels")
+        frame_count = self._stream.frames or self._count_frames()
+        stream = self._stream  # counting reopens the container: only now is it final
         if frame_count <= 0:
             raise NoFrames("the video stream has no frames")
         if frame_count > limits.max_frames:
