@@ -372,7 +372,10 @@ class Progress:
         stop = threading.Event()
 
         def show():
-            on_disk = path.stat().st_size if path.exists() else 0
+            try:
+                on_disk = path.stat().st_size
+            except OSError:  # not started yet, or removed after a mismatch
+                on_disk = 0
             bar.n = on_disk
             bar.refresh()
             self.overall.n = self._done + on_disk

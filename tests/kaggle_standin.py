@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import email.utils
+import functools
 import hashlib
 import json
 import socket
@@ -134,10 +135,12 @@ class KaggleStandIn:
         return kind == "Bearer" and self.token is not None and value == self.token
 
 
+@functools.lru_cache(maxsize=16)  # hashing a big file on every GET would dominate timings
 def etag(data: bytes) -> str:
     return '"' + hashlib.md5(data).hexdigest() + '"'
 
 
+@functools.lru_cache(maxsize=16)
 def goog_hash(data: bytes) -> str:
     md5 = base64.b64encode(hashlib.md5(data).digest()).decode()
     try:

@@ -42,11 +42,15 @@ def _video(frames: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def dfdc_part_zip(part: int) -> bytes:
-    """A DFDC-shaped part: real H.264 clips of a real face photo, one original and two fakes,
-    with metadata.json, inside the folder the real zips unpack to. Sensor-like noise keeps the
-    clips large enough (over 2 MiB together) that a download can be cut past the kaggle
-    downloader's first 1 MiB chunk."""
+BIG = 3  # the part that interrupted-download tests cut
+
+
+def big_part_zip(part: int) -> bytes:
+    """A DFDC-shaped part over 2 MiB: real H.264 clips of a real face photo (one original, two
+    fakes) with metadata.json, in the folder the real zips unpack to. The kaggle downloader
+    writes in 1 MiB reads, so only a cut past the first MiB leaves bytes to resume from; at
+    DFDC's bitrate dfd.synth would need about a minute to render that much, so these clips
+    keep sensor-like noise at high quality instead."""
     from skimage import data
 
     face = data.astronaut()[::2, ::2].astype(np.float32)  # 256x256
@@ -66,9 +70,16 @@ def dfdc_part_zip(part: int) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def parts() -> dict[int, bytes]:
-    made = {p: dfdc_part_zip(p) for p in range(3)}
-    assert all(len(z) > 2 * 2**20 for z in made.values())
+def parts(tmp_path_factory) -> dict[int, bytes]:
+    """Parts 0-2 from dfd.synth (real synthetic DFDC parts), part 3 the big one."""
+    from dfd import config, synth
+
+    cfg = config.override(config.preset("synth", "smoke"), parts=3, originals=1,
+                          fakes_per_original=1, width=256, height=144, frames=12, workers=1)
+    made = {dfdc.parse_part_name(p.name): p.read_bytes()
+            for p in synth.generate(tmp_path_factory.mktemp("synth"), cfg)}
+    made[BIG] = big_part_zip(BIG)
+    assert sorted(made) == [0, 1, 2, BIG] and len(made[BIG]) > 2 * 2**20
     return made
 
 
@@ -80,7 +91,7 @@ def server():
 
 @pytest.fixture
 def kaggle(server, parts):
-    """The stand-in serving parts 0-2 and a non-part file, with a clean log and no faults."""
+    """The stand-in serving parts 0-3 and a non-part file, with a clean log and no faults."""
     server.reset()
     for p, data in parts.items():
         server.add_file(dfdc.part_zip_name(p), data)
@@ -132,7 +143,7 @@ def test_download_fetches_the_selected_parts_then_skips_them(tmp_path, kaggle, p
     assert not (out / dfdc.part_zip_name(2)).exists()
     assert "overall (2/2 files)" in first.stderr and dfdc.part_zip_name(1) in first.stderr
     listings = [s for s in kaggle.log if s.path.endswith("/ListDataFiles")]
-    assert len(listings) == 2 and all(s.authorized for s in kaggle.log)  # paged, 2 per page
+    assert len(listings) == 3 and all(s.authorized for s in kaggle.log)  # 5 files, 2 a page
 
     kaggle.log.clear()
     again = dfd(tmp_path, "download", "--parts", "0-1", "--out", str(out))
@@ -143,20 +154,20 @@ def test_download_fetches_the_selected_parts_then_skips_them(tmp_path, kaggle, p
     listing = dfd(tmp_path, "download", "--list", "--out", str(out))
     assert listing.returncode == 0, listing.stderr
     lines = listing.stdout.splitlines()
-    assert [ln.split()[0] for ln in lines[:3]] == [dfdc.part_zip_name(p) for p in range(3)]
-    assert [ln.split()[-1] for ln in lines[:3]] == ["present", "present", "missing"]
-    assert f"{len(parts[2]):,d}" in lines[2] and lines[3].startswith("3 parts")
+    assert [ln.split()[0] for ln in lines[:4]] == [dfdc.part_zip_name(p) for p in range(4)]
+    assert [ln.split()[-1] for ln in lines[:4]] == ["present", "present", "missing", "missing"]
+    assert f"{len(parts[2]):,d}" in lines[2] and lines[4].startswith("4 parts")
     assert_nothing_leaked(tmp_path, first, again, listing)
 
 
 def test_a_dropped_connection_resumes_with_a_range_request(tmp_path, kaggle, parts):
-    size = len(parts[0])
+    size = len(parts[BIG])
     kaggle.fault(Fault(drop_after=size * 3 // 4))
     out = tmp_path / "raw"
-    run = dfd(tmp_path, "download", "--parts", "0", "--out", str(out), "--backoff", "0.01")
+    run = dfd(tmp_path, "download", "--parts", str(BIG), "--out", str(out), "--backoff", "0.01")
     assert run.returncode == 0, run.stderr
     assert "connection dropped mid-transfer; retrying" in run.stderr
-    assert (out / dfdc.part_zip_name(0)).read_bytes() == parts[0]
+    assert (out / dfdc.part_zip_name(BIG)).read_bytes() == parts[BIG]
     cut, *rest = kaggle.storage_gets()
     assert cut.status == 200 and cut.body_bytes == size * 3 // 4
     [resumed] = [s for s in rest if s.status == 206]
@@ -167,23 +178,23 @@ def test_a_dropped_connection_resumes_with_a_range_request(tmp_path, kaggle, par
 
 def test_an_interrupted_run_leaves_only_a_partial_that_the_next_run_resumes(tmp_path, kaggle,
                                                                               parts):
-    size = len(parts[1])
+    size = len(parts[BIG])
     kaggle.fault(Fault(drop_after=size // 2))
     out = tmp_path / "raw"
-    failed = dfd(tmp_path, "download", "--parts", "1", "--out", str(out), "--retries", "0")
+    failed = dfd(tmp_path, "download", "--parts", str(BIG), "--out", str(out), "--retries", "0")
     assert failed.returncode == 1
     assert failed.stderr.strip().splitlines()[-1] == \
-        "dfd download: error: 1 of 1 part(s) failed: 01"
+        f"dfd download: error: 1 of 1 part(s) failed: {BIG:02d}"
     assert "Traceback" not in failed.stderr
-    partial = out / "_incoming" / dfdc.part_zip_name(1)
+    partial = out / "_incoming" / dfdc.part_zip_name(BIG)
     kept = partial.stat().st_size
     assert 0 < kept < size
-    assert not (out / dfdc.part_zip_name(1)).exists()  # nothing under the final name
+    assert not (out / dfdc.part_zip_name(BIG)).exists()  # nothing under the final name
 
     kaggle.log.clear()
-    resumed = dfd(tmp_path, "download", "--parts", "1", "--out", str(out))
+    resumed = dfd(tmp_path, "download", "--parts", str(BIG), "--out", str(out))
     assert resumed.returncode == 0, resumed.stderr
-    assert (out / dfdc.part_zip_name(1)).read_bytes() == parts[1]
+    assert (out / dfdc.part_zip_name(BIG)).read_bytes() == parts[BIG]
     ranges = [s.range for s in kaggle.storage_gets() if s.status == 206]
     assert ranges == [f"bytes={kept}-"]
     assert list((out / "_incoming").iterdir()) == []
@@ -269,11 +280,11 @@ def test_refusals_stop_with_a_line_that_says_what_to_do(tmp_path, kaggle):
     assert "accept the competition's rules at https://www.kaggle.com/competitions/" \
            "deepfake-detection-challenge/rules" in rules.stderr
     kaggle.rules_accepted = True
-    unknown = dfd(tmp_path, "download", "--parts", "2-4", "--out", out)
+    unknown = dfd(tmp_path, "download", "--parts", "2-6", "--out", out)
     assert unknown.returncode == 1
     assert unknown.stderr.splitlines() == [
-        "dfd download: error: deepfake-detection-challenge has no part(s) 3-4; it lists parts "
-        "0-2"]
+        "dfd download: error: deepfake-detection-challenge has no part(s) 4-6; it lists parts "
+        "0-3"]
     assert kaggle.storage_gets() == []
     assert_nothing_leaked(tmp_path, wrong_key, rules, unknown)
 
