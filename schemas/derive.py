@@ -141,7 +141,7 @@ def to_example(record: Mapping[str, Any], schema: RecordSchema) -> bytes:
             feat = feature_pb2.Feature(float_list=feature_pb2.FloatList(value=values))
         features[f.name] = feat
     return example_pb2.Example(
-        features=feature_pb2.Features(feature=features)).SerializeToString()
+        features=feature_pb2.Features(feature=features)).SerializeToString(deterministic=True)
 
 
 def from_example(serialized: bytes, schema: RecordSchema) -> dict[str, Any]:
