@@ -87,7 +87,10 @@ class InferConfig:
     batch_size: int = 256
     actors: int = 2
     gpus_per_actor: float = 0.0
-    aggregation: str = "mean"
+    # Upper bound; a local node keeps one CPU free for the Parquet reads so that the actor
+    # pool cannot starve them (with every CPU held by actors, Ray Data deadlocks).
+    cpus_per_actor: float = 1.0
+    aggregation: str = "mean"  # mean | median | max | confident (dfd.aggregate)
 
 
 JOBS = {"synth": SynthConfig, "preprocess": PreprocessConfig, "train": TrainConfig,
