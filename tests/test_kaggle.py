@@ -115,6 +115,17 @@ def dfd(tmp_path: Path, *args: str, creds: bool = True, **env: str):
                           text=True, timeout=120, cwd=ROOT, env=_env(home, creds=creds, **env))
 
 
+@pytest.fixture
+def kaggle_env(monkeypatch, tmp_path):
+    """This process talks to the stand-in with the planted credentials (for the library API)."""
+    for name in [k for k in os.environ if k.startswith("KAGGLE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("KAGGLE_API_ENVIRONMENT", "TEST")
+    monkeypatch.setenv("KAGGLE_USERNAME", USERNAME)
+    monkeypatch.setenv("KAGGLE_KEY", KEY)
+
+
 def assert_nothing_leaked(tmp_path: Path, *runs, secrets=(KEY, BASIC)):
     for run in runs:
         for secret in secrets:
@@ -224,19 +235,22 @@ def test_size_and_checksum_mismatches_are_detected_and_retried(tmp_path, kaggle,
     assert_nothing_leaked(tmp_path, run, spent)
 
 
-def test_a_copy_already_there_is_verified_by_checksum_not_downloaded(tmp_path, kaggle, parts):
+def test_a_copy_already_there_is_verified_by_checksum_not_downloaded(tmp_path, kaggle, parts,
+                                                                     kaggle_env, caplog):
+    from dfd.kaggle import download_parts
+
     out = tmp_path / "raw"
     out.mkdir()
     (out / dfdc.part_zip_name(0)).write_bytes(parts[0])  # fetched earlier with the kaggle CLI
     bad = bytearray(parts[1])
     bad[len(bad) // 2] ^= 0xFF
     (out / dfdc.part_zip_name(1)).write_bytes(bytes(bad))
-    run = dfd(tmp_path, "download", "--parts", "0-1", "--out", str(out))
-    assert run.returncode == 0, run.stderr
-    assert "part 00: already present and verified" in run.stdout
-    assert "part 01: fetched" in run.stdout and "does not match Kaggle's checksum" in run.stderr
+    results = download_parts({0, 1}, str(out))
+    assert [r.status for r in results] == ["present", "fetched"]
+    assert "does not match Kaggle's checksum" in caplog.text
     assert (out / dfdc.part_zip_name(1)).read_bytes() == parts[1]
     assert (out / "_verified" / f"{dfdc.part_zip_name(0)}.json").exists()
+    assert [s.status for s in kaggle.storage_gets()].count(200) == 3  # 2 checks, 1 download
 
 
 def test_missing_credentials_give_one_line_and_leak_nothing(tmp_path, kaggle):
@@ -279,26 +293,26 @@ def test_refusals_stop_with_a_line_that_says_what_to_do(tmp_path, kaggle):
     assert rules.returncode == 1 and len(rules.stderr.splitlines()) == 1
     assert "accept the competition's rules at https://www.kaggle.com/competitions/" \
            "deepfake-detection-challenge/rules" in rules.stderr
-    kaggle.rules_accepted = True
-    unknown = dfd(tmp_path, "download", "--parts", "2-6", "--out", out)
-    assert unknown.returncode == 1
-    assert unknown.stderr.splitlines() == [
-        "dfd download: error: deepfake-detection-challenge has no part(s) 4-6; it lists parts "
-        "0-3"]
     assert kaggle.storage_gets() == []
-    assert_nothing_leaked(tmp_path, wrong_key, rules, unknown)
+    assert_nothing_leaked(tmp_path, wrong_key, rules)
+
+
+def test_parts_the_competition_does_not_list_are_refused_before_any_download(tmp_path, kaggle,
+                                                                             kaggle_env):
+    from dfd.errors import DfdError
+    from dfd.kaggle import download_parts
+
+    with pytest.raises(DfdError) as refused:
+        download_parts({2, 3, 4, 5, 6}, str(tmp_path / "raw"))
+    assert str(refused.value) == \
+        "deepfake-detection-challenge has no part(s) 4-6; it lists parts 0-3"
+    assert kaggle.storage_gets() == [] and not (tmp_path / "raw").exists()
 
 
 def test_fetch_part_for_a_beam_stage_retries_a_throttled_request(tmp_path, kaggle, parts,
-                                                                  monkeypatch):
+                                                                  kaggle_env):
     from dfd import kaggle as kaggle_mod
 
-    for name in [k for k in os.environ if k.startswith("KAGGLE_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("KAGGLE_API_ENVIRONMENT", "TEST")
-    monkeypatch.setenv("KAGGLE_USERNAME", USERNAME)
-    monkeypatch.setenv("KAGGLE_KEY", KEY)
     kaggle.fault(Fault(status=503, retry_after=0))
     retry = kaggle_mod.RetryPolicy(attempts=3, backoff_s=0.01)
     staging = str(tmp_path / "staging")
@@ -324,7 +338,11 @@ def test_backoff_doubles_is_capped_and_honours_retry_after():
 
 def test_the_sync_cronjob_runs_daily_one_at_a_time_with_credentials_from_a_secret():
     text = (ROOT / "infra" / "k8s" / "dfd-sync-cronjob.yaml").read_text()
+    import kubernetes_validate
+
     cron, scratch = yaml.safe_load_all(text)
+    for doc in (cron, scratch):  # strict: a misspelt field fails, not just a missing one
+        kubernetes_validate.validate(doc, "1.30", strict=True)
     assert cron["kind"] == "CronJob" and cron["apiVersion"] == "batch/v1"
     spec = cron["spec"]
     assert spec["concurrencyPolicy"] == "Forbid"
