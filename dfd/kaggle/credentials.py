@@ -61,13 +61,14 @@ def credential_source() -> str:
         path = Path.home() / ".kaggle" / name
         if path.is_file() and path.read_text().strip():
             return str(path)
+    env_user, env_key = os.environ.get("KAGGLE_USERNAME"), os.environ.get("KAGGLE_KEY")
+    if env_user and env_key:
+        return "the KAGGLE_USERNAME and KAGGLE_KEY environment variables"
+    # The client reads kaggle.json first and lets the environment override it field by field.
     json_path = _kaggle_config_dir() / "kaggle.json"
     from_file = _read_kaggle_json(json_path)
-    env_user, env_key = os.environ.get("KAGGLE_USERNAME"), os.environ.get("KAGGLE_KEY")
     user, key = env_user or from_file.get("username"), env_key or from_file.get("key")
     if user and key:
-        if env_user and env_key:
-            return "the KAGGLE_USERNAME and KAGGLE_KEY environment variables"
         if not (env_user or env_key):
             return str(json_path)
         return f"KAGGLE_USERNAME/KAGGLE_KEY and {json_path}"

@@ -63,6 +63,7 @@ def describe(exc: BaseException) -> str:
 
 
 def is_transient(exc: BaseException) -> bool:
+    """Worth another attempt: network trouble, throttling, server errors, wrong bytes."""
     import http.client
 
     import requests
