@@ -1,0 +1,156 @@
+"""`dfd infer` end to end on real shards, a real model and a real local Ray."""
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+import schemas
+from dfd import aggregate, report
+from dfd.config import InferConfig
+from dfd.errors import DfdError
+from dfd.images import decode_crops
+from dfd.models import load_model
+from tests.infer_fixtures import make_face_tree, make_run_dir
+
+HELD_OUT, MIXED = 5, 1
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    root = tmp_path_factory.mktemp("infer")
+    data = root / "data"
+    records = make_face_tree(data, parts={MIXED: "mixed", HELD_OUT: "test"},
+                             bad_crops={HELD_OUT: 1})
+    run = make_run_dir(root / "run")
+    return root, data, run, records
+
+
+@pytest.fixture(scope="module")
+def inferred(tree):
+    """One real run: starting Ray and the actors' TensorFlow costs more than the scoring."""
+    from ray_jobs.infer import run_inference
+
+    root, data, run, _ = tree
+    out = root / "pred"
+    evaluated = run_inference(str(data), str(run), str(out), split="test",
+                              cfg=InferConfig(batch_size=5, actors=2, aggregation="median"))
+    return out, evaluated
+
+
+def test_one_row_per_face_and_per_video_with_the_models_own_scores(tree, inferred):
+    _, _, run, records = tree
+    out, _ = inferred
+    frames = pq.read_table(out / report.FRAME_PREDICTIONS)
+    schemas.check_arrow_schema(frames.schema, schemas.FRAME_PREDICTION)
+    good = [r for r in records[HELD_OUT] if r["image"] != b"not a jpeg"]
+    assert frames.num_rows == len(good) == len(records[HELD_OUT]) - 1
+    keys = [(r["video"], r["frame_index"]) for r in frames.to_pylist()]
+    assert keys == sorted((r["video"], r["frame_index"]) for r in good)  # sorted, unique
+    # The scores are the model's own on the same crops.
+    model = load_model(str(run / "model"))
+    by_key = {(r["video"], r["frame_index"]): r for r in good}
+    x = decode_crops([by_key[k]["image"] for k in keys])
+    expected = np.asarray(model(x, training=False)).reshape(-1)
+    np.testing.assert_allclose(frames["p_fake"].to_numpy(), expected, rtol=1e-5, atol=1e-6)
+    assert frames["label"].to_pylist() == [by_key[k]["label"] for k in keys]
+    assert set(frames["model"].to_pylist()) == {"paper_cnn@run"}
+
+    videos = pq.read_table(out / report.VIDEO_PREDICTIONS)
+    schemas.check_arrow_schema(videos.schema, schemas.VIDEO_PREDICTION)
+    videos = videos.to_pylist()
+    assert [v["video"] for v in videos] == sorted({r["video"] for r in good} | {"x0500.mp4"})
+    for v in videos:
+        mine = [f["p_fake"] for f in frames.to_pylist() if f["video"] == v["video"]]
+        assert v["n_faces"] == len(mine) and v["aggregation"] == "median"
+        assert v["p_fake"] == pytest.approx(aggregate.aggregate(mine, "median"))
+
+
+def test_an_undecodable_crop_is_recorded_and_the_rest_scored(inferred):
+    out, evaluated = inferred
+    rejected = pq.read_table(out / "rejected_crops.parquet").to_pylist()
+    assert [(r["video"], r["part"], r["reason"]) for r in rejected] == [
+        ("r0500.mp4", HELD_OUT, "bad_crop")]
+    assert "frame 0 face 0" in rejected[0]["detail"]
+    assert evaluated["run"]["rejected_crops"] == 1
+
+
+def test_a_faceless_video_scores_one_half_and_is_counted(inferred):
+    out, evaluated = inferred
+    videos = {v["video"]: v for v in pq.read_table(out / report.VIDEO_PREDICTIONS).to_pylist()}
+    assert videos["x0500.mp4"]["p_fake"] == 0.5 and videos["x0500.mp4"]["n_faces"] == 0
+    assert videos["x0500.mp4"]["label"] == 1  # from the source's metadata.json
+    assert evaluated["video"]["n"] == 7 and evaluated["video"]["n_fake"] == 4
+    assert "broken.mp4" not in videos  # rejected for another reason: not a prediction
+
+
+def test_metrics_json_and_report_are_written(inferred):
+    out, evaluated = inferred
+    on_disk = json.loads((out / report.METRICS).read_text())
+    assert on_disk == json.loads(json.dumps(evaluated))
+    for level in ("frame", "video"):
+        assert {"accuracy", "precision", "recall", "f1", "auc", "ap", "log_loss", "n",
+                "n_fake", "n_real"} <= set(on_disk[level])
+    assert list(on_disk["per_part"]) == [str(HELD_OUT)]
+    assert on_disk["frame"]["n"] == 23
+    assert on_disk["run"]["parts"] == [HELD_OUT] and on_disk["run"]["split"] == "test"
+    page = (out / "report" / report.REPORT).read_text()
+    assert f"part {HELD_OUT}" in page and "Training curves" in page
+    assert (out / "report" / report.SUBMISSION).read_text().startswith("filename,label\n")
+
+
+def test_selection_by_parts_and_split(tree):
+    from ray_jobs.infer import select_shards
+
+    _, data, _, _ = tree
+    everything = select_shards(str(data), parts=None, split=None)
+    assert everything.parts == [MIXED, HELD_OUT]
+    assert everything.whole_parts == {MIXED, HELD_OUT}
+    assert len(everything.files) == 3  # train + validation of the mixed part, test
+    test = select_shards(str(data), parts=None, split="test")
+    assert test.parts == [HELD_OUT] and test.files[0].endswith(
+        "parquet/part-05/faces-test-00000-of-00001.parquet")
+    train = select_shards(str(data), parts={MIXED, HELD_OUT}, split="train")
+    assert train.parts == [MIXED] and train.whole_parts == set()
+
+
+def test_staged_parts_are_not_read(tree, tmp_path):
+    import shutil
+
+    from ray_jobs.infer import select_shards
+
+    _, data, _, _ = tree
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    (copy / "parquet" / "part-05").rename(copy / "parquet" / "_part-05")
+    with pytest.raises(DfdError, match="no face shards"):
+        select_shards(str(copy), parts={HELD_OUT}, split=None)
+
+
+def test_split_of_a_faceless_video_follows_its_original(tree):
+    from ray_jobs.infer import faceless_videos, select_shards
+
+    _, data, _, _ = tree
+    # x0100.mp4 fakes r0100.mp4, whose group is in validation in the mixed part.
+    for split, expected in (("validation", [("x0100.mp4", 1)]), ("train", []),
+                            (None, [("x0100.mp4", 1)])):
+        sel = select_shards(str(data), parts={MIXED}, split=split)
+        found = faceless_videos(str(data), sel, split=split)
+        assert [(v["video"], v["label"]) for v in found] == expected
+
+
+def test_bad_selections_and_run_dirs_fail_with_one_clear_error(tree, tmp_path):
+    from ray_jobs.infer import read_model_files, run_inference, select_shards
+
+    _, data, run, _ = tree
+    with pytest.raises(DfdError, match=r"no face shards .* parts \[7\].*found \{1: "):
+        select_shards(str(data), parts={7}, split=None)
+    with pytest.raises(DfdError, match="unknown split 'tset'"):
+        select_shards(str(data), parts=None, split="tset")
+    with pytest.raises(DfdError, match="no parquet/ folder"):
+        select_shards(str(tmp_path), parts=None, split=None)
+    with pytest.raises(DfdError, match="no trained model"):
+        read_model_files(str(tmp_path))
+    with pytest.raises(ValueError, match="unknown aggregation rule 'vote'"):
+        run_inference(str(data), str(run), str(tmp_path / "o"),
+                      cfg=InferConfig(aggregation="vote"))
