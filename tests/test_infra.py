@@ -11,12 +11,12 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
-import os
 import re
 import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -134,34 +134,50 @@ def test_dockerfile_passes_hadolint(dockerfile):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
-def test_dockerfile_uses_only_args_declared_in_scope(dockerfile):
-    """Docker scopes ARG: a global ARG reaches only FROM lines, and a stage sees only the
-    ARGs it declares itself (a stage built FROM another inherits its ENV, not its ARGs). An
-    undeclared one expands to an empty string, silently."""
+def arg_scope_errors(dockerfile: Path) -> list[str]:
+    """Variables used outside the scope Docker gives them: a global ARG (before the first
+    FROM) reaches only FROM lines, and a stage sees only the ARGs it declares itself (a stage
+    built FROM another inherits its ENV, not its ARGs). Out of scope, a variable expands to an
+    empty string without a word."""
     globals_, stages = parse_dockerfile(dockerfile)
-    declared_global = set()
+    errors, declared_global, env_of = [], set(), {}
     for ins in globals_:
-        assert ins.keyword == "ARG", f"line {ins.line}: only ARG may precede FROM"
-        name = ins.args.partition("=")[0]
-        assert used_variables(ins.args) <= declared_global, f"line {ins.line}"
-        declared_global.add(name)
-    env_of = {}
+        if ins.keyword != "ARG":
+            errors.append(f"line {ins.line}: only ARG may precede FROM")
+        if used_variables(ins.args) - declared_global:
+            errors.append(f"line {ins.line}: {ins.args}")
+        declared_global.add(ins.args.partition("=")[0])
     for stage in stages:
-        assert used_variables(stage.base) <= declared_global, f"FROM {stage.base}"
-        parent_env = env_of.get(stage.base, set())
-        args, env = set(), set(parent_env)
+        if used_variables(stage.base) - declared_global:
+            errors.append(f"FROM {stage.base}")
+        args, env = set(), set(env_of.get(stage.base, ()))
         for ins in stage.instructions:
             if ins.keyword in ("ENTRYPOINT", "CMD") and ins.args.startswith("["):
                 continue  # exec form: no expansion
             missing = used_variables(ins.args) - args - env
-            assert not missing, f"{dockerfile.name}:{ins.line}: {ins.keyword} uses {missing}"
+            if missing:
+                errors.append(f"line {ins.line}: {ins.keyword} uses {sorted(missing)}")
             if ins.keyword == "ARG":
                 args.add(ins.args.partition("=")[0])
             elif ins.keyword == "ENV":
                 env.update(re.findall(r"([A-Za-z_][A-Za-z0-9_]*)=", ins.args))
         if stage.name:
             env_of[stage.name] = env
+    return errors
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfile_uses_only_args_declared_in_scope(dockerfile):
+    assert arg_scope_errors(dockerfile) == []
+
+
+def test_arg_scope_check_catches_a_global_arg_used_inside_a_stage(tmp_path):
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("ARG RAY_VERSION=2.60.0\nFROM python:3.11-slim AS base\n"
+                   "ENV A=1\nRUN pip install \"ray==${RAY_VERSION}\"\n"
+                   "FROM base\nRUN echo $A $B\n")
+    assert arg_scope_errors(bad) == ["line 4: RUN uses ['RAY_VERSION']",
+                                     "line 6: RUN uses ['B']"]
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
@@ -271,8 +287,9 @@ def test_dockerignore_lets_in_what_the_images_copy_and_keeps_out_the_rest():
         assert (REPO / source).exists(), source
         assert not dockerignore_excludes(source, patterns), source
         if (REPO / source).is_dir():
-            module = next((REPO / source).glob("*.py")).relative_to(REPO).as_posix()
-            assert not dockerignore_excludes(module, patterns), module
+            modules = [p.relative_to(REPO).as_posix() for p in (REPO / source).rglob("*.py")
+                       if "__pycache__" not in p.parts]
+            assert modules and not [m for m in modules if dockerignore_excludes(m, patterns)]
     for secret_or_bulk in (".venv/bin/python", ".git/config", "tests/conftest.py",
                            "bench-results/train.json", "dfd/__pycache__/config.cpython-311.pyc",
                            "kaggle.json", "dfd/kaggle.json", ".env", "data/dfdc/part.zip"):
@@ -314,8 +331,10 @@ def test_option_file_holds_only_real_beam_options_that_validate(flag_file, beam)
 
 
 @pytest.mark.parametrize("flag_file", FLAG_FILES, ids=lambda p: p.name)
-def test_option_file_sends_workers_the_dfd_image_or_a_worker_pool(flag_file, beam):
+def test_option_file_sends_workers_the_dfd_image_or_a_worker_pool(flag_file, beam, tmp_path,
+                                                                 monkeypatch):
     pipeline_options = beam[0]
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # Beam stages into a mkdtemp()
     options = pipeline_options.PipelineOptions(
         flags_mod.read_flags(str(flag_file), EXAMPLE_ENV)).get_all_options()
     if options["runner"] == "DataflowRunner":
@@ -425,30 +444,46 @@ def render(directory: Path) -> list[dict]:
 
 
 @functools.lru_cache(maxsize=None)
-def rayjob_validator(k8s_version: str) -> jsonschema.Draft202012Validator:
-    """The strict RayJob schema, its pod templates resolved against Kubernetes' strict schema
-    of the given version (kubernetes-validate ships them offline)."""
+def k8s_schemas(k8s_version: str):
+    """Kubernetes' strict JSON schemas of the given minor version, as kubernetes-validate ships
+    them offline: (their folder, the schema version chosen, a registry of the definitions)."""
     from kubernetes_validate import utils as kv
     from referencing import Registry, Resource
 
     chosen = [v for v in kv.all_versions() if kv.major_minor(v) <= k8s_version][-1]
-    definitions = kv.schema_contents(
-        f"kubernetes-json-schema/v{chosen}-local-strict/_definitions.json", chosen)
+    folder = f"kubernetes-json-schema/v{chosen}-local-strict"
+    definitions = kv.schema_contents(f"{folder}/_definitions.json", chosen)
     registry = Registry().with_resource("https://kubernetes.io/api/_definitions.json",
                                         Resource.from_contents(definitions))
-    schema = json.loads((INFRA / "kuberay" / "schema" / "rayjob-v1.schema.json").read_text())
-    jsonschema.Draft202012Validator.check_schema(schema)
+    return folder, chosen, registry
+
+
+@functools.lru_cache(maxsize=None)
+def validator_for(api_version: str, kind: str, k8s_version: str):
+    """A strict validator of one kind (loaded once: kubernetes_validate.validate re-reads the
+    1.3 MB definitions on every call). RayJob uses the schema in infra/kuberay/schema/, its pod
+    templates resolved against the same Kubernetes definitions."""
+    from kubernetes_validate import utils as kv
+    from referencing import Resource
+
+    folder, chosen, registry = k8s_schemas(k8s_version)
+    if api_version == "ray.io/v1":
+        assert kind == "RayJob"
+        schema = json.loads((INFRA / "kuberay" / "schema" / "rayjob-v1.schema.json").read_text())
+        jsonschema.Draft202012Validator.check_schema(schema)
+    else:
+        # kubernetes-validate's file naming: batch/v1 -> batch-v1, networking.k8s.io/v1 ->
+        # networking-v1, v1 -> v1.
+        group_version = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
+        schema = kv.schema_contents(f"{folder}/{kind.lower()}-{group_version}.json", chosen)
+        registry = Resource.from_contents(schema) @ registry
     return jsonschema.Draft202012Validator(schema, registry=registry)
 
 
 def validate_object(obj: dict, k8s_version: str) -> None:
-    if obj["apiVersion"] == "ray.io/v1":
-        errors = sorted(rayjob_validator(k8s_version).iter_errors(obj), key=str)
-        assert not errors, "\n".join(f"{list(e.absolute_path)}: {e.message}" for e in errors)
-    else:
-        import kubernetes_validate
-
-        kubernetes_validate.validate(obj, k8s_version, strict=True)
+    validator = validator_for(obj["apiVersion"], obj["kind"], k8s_version)
+    errors = sorted(validator.iter_errors(obj), key=str)
+    assert not errors, "\n".join(f"{list(e.absolute_path)}: {e.message}" for e in errors)
 
 
 @pytest.mark.parametrize("k8s_version", K8S_VERSIONS)
@@ -471,6 +506,13 @@ def test_a_misspelled_rayjob_field_is_caught():
         "resource"] = {}
     with pytest.raises(AssertionError, match="resource"):
         validate_object(job, K8S_VERSIONS[-1])
+
+
+def test_a_misspelled_kubernetes_field_is_caught():
+    claim = next(o for o in render(RAY_RENDERS["base"]) if o["kind"] == "PersistentVolumeClaim")
+    claim["spec"]["accessMode"] = claim["spec"].pop("accessModes")
+    with pytest.raises(AssertionError, match="accessMode"):
+        validate_object(claim, K8S_VERSIONS[0])
 
 
 def rayjobs(objects: list[dict]) -> dict[str, dict]:
