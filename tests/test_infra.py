@@ -572,25 +572,18 @@ def gpus(template: dict) -> int:
 
 
 @pytest.mark.parametrize("render_name", RAY_RENDERS)
-def test_jobs_ask_for_exactly_the_gpus_their_cluster_has(render_name):
-    """Ray Train waits forever for a worker the cluster cannot place, and a GPU the job does
-    not use is paid for nothing: workers x GPUs each = the worker pods' GPUs."""
-    objects = render(RAY_RENDERS[render_name])
-    env, jobs = settings(objects), rayjobs(objects)
-    wanted = {"dfd-train": int(env["DFD_TRAIN_WORKERS"]) * float(env["DFD_GPUS_PER_WORKER"]),
-              "dfd-infer": int(env["DFD_INFER_ACTORS"]) * float(env["DFD_GPUS_PER_ACTOR"])}
-    for name, job in jobs.items():
+def test_gpu_workers_are_a_fixed_group_on_gpu_nodes_and_the_head_does_no_work(render_name):
+    """A fixed size (no autoscaler: Ray Train waits for all its workers at once), the GPU
+    nodes' taint tolerated, and a head that takes neither GPUs nor tasks."""
+    for job in rayjobs(render(RAY_RENDERS[render_name])).values():
         cluster = job["spec"]["rayClusterSpec"]
         assert gpus(cluster["headGroupSpec"]["template"]) == 0
         assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
-        total = 0
         for group in cluster["workerGroupSpecs"]:
-            assert group["replicas"] == group["minReplicas"] == group["maxReplicas"]
-            total += group["replicas"] * gpus(group["template"])
-            tolerations = group["template"]["spec"]["tolerations"]
+            assert group["replicas"] == group["minReplicas"] == group["maxReplicas"] > 0
+            assert gpus(group["template"]) > 0
             assert {"key": "nvidia.com/gpu", "operator": "Exists",
-                    "effect": "NoSchedule"} in tolerations
-        assert total == wanted[name] > 0, name
+                    "effect": "NoSchedule"} in group["template"]["spec"]["tolerations"]
 
 
 def expanded_entrypoint(job: dict, objects: list[dict]) -> list[str]:
@@ -622,6 +615,41 @@ def test_entrypoints_run_dfd_on_the_cluster_with_every_setting_filled(render_nam
         assert flag_values["--run-dir"] == env["DFD_RUN_DIR"]
     assert dict(zip(infer[2::2], infer[3::2]))["--out"] == env["DFD_PREDICTIONS"]
     assert dict(zip(infer[2::2], infer[3::2]))["--split"] == "test"
+
+
+def cpus(template: dict) -> float:
+    (container,) = template["spec"]["containers"]
+    value = str(container["resources"]["limits"]["cpu"])
+    return float(value[:-1]) / 1000 if value.endswith("m") else float(value)
+
+
+@pytest.mark.parametrize("render_name", RAY_RENDERS)
+def test_entrypoints_are_dfd_commands_whose_ray_demands_fit_the_cluster(render_name):
+    """Parsed by the real `dfd` parser (an unknown flag would stop the job at once), then
+    resolved as the command resolves it (preset, then flags): every Ray Train worker and
+    every inference actor asks for no more CPUs and GPUs than one worker pod has, and all of
+    them together use exactly the worker pods' GPUs."""
+    from dfd import config
+    from dfd.cli import build_parser
+
+    objects = render(RAY_RENDERS[render_name])
+    for name, job in rayjobs(objects).items():
+        words = expanded_entrypoint(job, objects)
+        args, unknown = build_parser().parse_known_args(words[1:])
+        assert unknown == [], f"{name}: dfd does not know {unknown}"
+        if args.command == "train":
+            cfg = config.override(config.preset("train", args.preset), workers=args.workers,
+                                  gpus_per_worker=args.gpus_per_worker)
+            demand = (cfg.workers, cfg.cpus_per_worker, cfg.gpus_per_worker)
+        else:
+            assert args.command == "infer"
+            cfg = config.override(config.preset("infer", args.preset), actors=args.actors,
+                                  gpus_per_actor=args.gpus_per_actor)
+            demand = (cfg.actors, cfg.cpus_per_actor, cfg.gpus_per_actor)
+        count, cpus_each, gpus_each = demand
+        (group,) = job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+        assert cpus_each <= cpus(group["template"]) and 0 < gpus_each <= gpus(group["template"])
+        assert count * gpus_each == group["replicas"] * gpus(group["template"]), name
 
 
 @pytest.mark.parametrize("render_name", RAY_RENDERS)
