@@ -720,8 +720,9 @@ def test_sync_cronjob_is_deployed_from_its_kustomization():
     (container,) = pod["containers"]
     assert container["image"].endswith("/dfd-cpu:0.1.0")
     assert pod["securityContext"]["runAsUser"] == IMAGE_UID
-    assert "KAGGLE_KEY" not in json.dumps(container.get("env", [])).replace(
-        '"name": "KAGGLE_KEY", "valueFrom"', "")
+    credentials = [e for e in container["env"] if e["name"] in ("KAGGLE_USERNAME", "KAGGLE_KEY")]
+    assert len(credentials) == 2
+    assert all("value" not in e and "secretKeyRef" in e["valueFrom"] for e in credentials)
 
 
 # ---- documents -------------------------------------------------------------------------------
