@@ -39,7 +39,7 @@ from dfd import manifest as mf
 from dfd import output_tree as ot
 from dfd.config import InferConfig
 from dfd.errors import DfdError
-from dfd.models import MODEL_JSON, read_model_spec
+from dfd.models import FORMAT_VERSION, MODEL_JSON, WEIGHTS_H5
 
 log = logging.getLogger(__name__)
 
@@ -180,20 +180,27 @@ def _originals(selection: ShardSelection) -> dict[int, set[str]]:
 
 # ---- the model on the actors -------------------------------------------------------------------
 
-def read_model_files(run_dir: str) -> dict[str, bytes]:
-    """The saved model's files, shipped to the actors by value so that workers on other
-    machines need no access to the driver's disk."""
-    model_dir = Path(storage.local_path(run_dir)) / MODEL_SUBDIR
-    if not (model_dir / MODEL_JSON).is_file():
-        raise DfdError(f"{run_dir} holds no trained model ({MODEL_SUBDIR}/{MODEL_JSON} is "
-                       f"missing): is it the run dir of `dfd train`?")
-    read_model_spec(str(model_dir))  # refuses an unknown format before any actor starts
-    return {p.name: p.read_bytes() for p in model_dir.iterdir() if p.is_file()}
+def read_model(run_dir: str) -> tuple[dict[str, bytes], str]:
+    """The saved model's files and its identifier (``<model name>@<run dir name>``).
 
-
-def model_id(run_dir: str) -> str:
-    spec = read_model_spec(str(Path(storage.local_path(run_dir)) / MODEL_SUBDIR))
-    return f"{spec['name']}@{Path(storage.local_path(run_dir)).resolve().name}"
+    The files travel to the actors by value, so workers on other machines need no access to
+    the run dir; a run dir may be local, gs:// or s3://."""
+    files = {}
+    for name in (MODEL_JSON, WEIGHTS_H5):
+        uri = ot.join(run_dir, MODEL_SUBDIR, name)
+        fs, path = storage.resolve(uri)
+        if fs.get_file_info(path).type != pafs.FileType.File:
+            raise DfdError(f"{run_dir} holds no trained model ({MODEL_SUBDIR}/{name} is "
+                           f"missing): is it the run dir of `dfd train`?")
+        with fs.open_input_stream(path) as f:
+            files[name] = f.read()
+    spec = json.loads(files[MODEL_JSON])
+    if spec.get("format_version") != FORMAT_VERSION:
+        raise DfdError(f"{run_dir}: saved model format_version {spec.get('format_version')!r}, "
+                       f"this code reads {FORMAT_VERSION}")
+    run_name = (storage.local_path(run_dir).resolve().name if storage.is_local(run_dir)
+                else run_dir.rstrip("/").rsplit("/", 1)[-1])
+    return files, f"{spec['name']}@{run_name}"
 
 
 class FacePredictor:
@@ -329,8 +336,7 @@ def run_inference(data: str, run_dir: str, out: str, *, parts: set[int] | None =
     """Score the selected shards, write predictions, metrics and report; return the metrics."""
     aggregate.get(cfg.aggregation)  # an unknown rule fails before Ray starts
     selection = select_shards(data, parts=parts, split=split)
-    model_files = read_model_files(run_dir)
-    name = model_id(run_dir)
+    model_files, name = read_model(run_dir)
     faceless = faceless_videos(data, selection, split=split)
     log.info("scoring %d shards of parts %s (split %s) with %s on %d actors",
              len(selection.files), selection.parts, split or "any", name, cfg.actors)
@@ -369,16 +375,30 @@ def run_inference(data: str, run_dir: str, out: str, *, parts: set[int] | None =
 
 
 def _write_report(out: str, run_dir: str) -> None:
-    if storage.is_local(out):
-        report.render_report(storage.local_path(out), storage.local_path(out) / REPORT_SUBDIR,
-                             run_dir=storage.local_path(run_dir))
-        return
     with tempfile.TemporaryDirectory(prefix="dfd-report-") as tmp:
+        run_local = _local_run_files(run_dir, Path(tmp, "run"))
+        if storage.is_local(out):
+            local = storage.local_path(out)
+            report.render_report(local, local / REPORT_SUBDIR, run_dir=run_local)
+            return
         fs, path = storage.resolve(out)
+        preds = Path(tmp, "predictions")
+        preds.mkdir()
         for name in (report.FRAME_PREDICTIONS, report.VIDEO_PREDICTIONS, report.METRICS):
-            pafs.copy_files(posixpath.join(path, name), str(Path(tmp, name)),
-                            source_filesystem=fs,
-                            destination_filesystem=pafs.LocalFileSystem())
-        report.render_report(tmp, Path(tmp, REPORT_SUBDIR), run_dir=storage.local_path(run_dir))
-        for f in Path(tmp, REPORT_SUBDIR).iterdir():
+            with fs.open_input_stream(posixpath.join(path, name)) as f:
+                (preds / name).write_bytes(f.read())
+        report.render_report(preds, preds / REPORT_SUBDIR, run_dir=run_local)
+        for f in sorted((preds / REPORT_SUBDIR).iterdir()):
             storage.commit_file(f, ot.join(out, REPORT_SUBDIR, f.name))
+
+
+def _local_run_files(run_dir: str, scratch: Path) -> Path:
+    """A local folder holding the run's history.json and config.json, for the report."""
+    if storage.is_local(run_dir):
+        return storage.local_path(run_dir)
+    scratch.mkdir(parents=True, exist_ok=True)
+    for name in (report.HISTORY, "config.json"):
+        text = storage.read_text(ot.join(run_dir, name))
+        if text is not None:
+            (scratch / name).write_text(text)
+    return scratch

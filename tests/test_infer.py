@@ -1,4 +1,6 @@
 """`dfd infer` end to end on real shards, a real model and a real local Ray."""
+import contextlib
+import io
 import json
 
 import numpy as np
@@ -28,19 +30,23 @@ def tree(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def inferred(tree):
-    """One real run: starting Ray and the actors' TensorFlow costs more than the scoring."""
-    from ray_jobs.infer import run_inference
+    """One real run through the command line: starting Ray and the actors' TensorFlow costs
+    more than the scoring, so every end-to-end assertion shares it."""
+    from dfd.cli import main
 
     root, data, run, _ = tree
     out = root / "pred"
-    evaluated = run_inference(str(data), str(run), str(out), split="test",
-                              cfg=InferConfig(batch_size=5, actors=2, aggregation="median"))
-    return out, evaluated
+    screen = io.StringIO()
+    with contextlib.redirect_stdout(screen):
+        status = main(["infer", "--data", str(data), "--run-dir", str(run), "--out", str(out),
+                       "--actors", "2", "--batch-size", "5", "--aggregation", "median"])
+    assert status == 0
+    return out, json.loads((out / report.METRICS).read_text()), screen.getvalue()
 
 
 def test_one_row_per_face_and_per_video_with_the_models_own_scores(tree, inferred):
     _, _, run, records = tree
-    out, _ = inferred
+    out, _, _ = inferred
     frames = pq.read_table(out / report.FRAME_PREDICTIONS)
     schemas.check_arrow_schema(frames.schema, schemas.FRAME_PREDICTION)
     good = [r for r in records[HELD_OUT] if r["image"] != b"not a jpeg"]
@@ -67,7 +73,7 @@ def test_one_row_per_face_and_per_video_with_the_models_own_scores(tree, inferre
 
 
 def test_an_undecodable_crop_is_recorded_and_the_rest_scored(inferred):
-    out, evaluated = inferred
+    out, evaluated, _ = inferred
     rejected = pq.read_table(out / "rejected_crops.parquet").to_pylist()
     assert [(r["video"], r["part"], r["reason"]) for r in rejected] == [
         ("r0500.mp4", HELD_OUT, "bad_crop")]
@@ -76,7 +82,7 @@ def test_an_undecodable_crop_is_recorded_and_the_rest_scored(inferred):
 
 
 def test_a_faceless_video_scores_one_half_and_is_counted(inferred):
-    out, evaluated = inferred
+    out, evaluated, _ = inferred
     videos = {v["video"]: v for v in pq.read_table(out / report.VIDEO_PREDICTIONS).to_pylist()}
     assert videos["x0500.mp4"]["p_fake"] == 0.5 and videos["x0500.mp4"]["n_faces"] == 0
     assert videos["x0500.mp4"]["label"] == 1  # from the source's metadata.json
@@ -85,9 +91,8 @@ def test_a_faceless_video_scores_one_half_and_is_counted(inferred):
 
 
 def test_metrics_json_and_report_are_written(inferred):
-    out, evaluated = inferred
-    on_disk = json.loads((out / report.METRICS).read_text())
-    assert on_disk == json.loads(json.dumps(evaluated))
+    out, evaluated, _ = inferred
+    on_disk = evaluated
     for level in ("frame", "video"):
         assert {"accuracy", "precision", "recall", "f1", "auc", "ap", "log_loss", "n",
                 "n_fake", "n_real"} <= set(on_disk[level])
@@ -140,7 +145,7 @@ def test_split_of_a_faceless_video_follows_its_original(tree):
 
 
 def test_bad_selections_and_run_dirs_fail_with_one_clear_error(tree, tmp_path):
-    from ray_jobs.infer import read_model_files, run_inference, select_shards
+    from ray_jobs.infer import read_model, run_inference, select_shards
 
     _, data, run, _ = tree
     with pytest.raises(DfdError, match=r"no face shards .* parts \[7\].*found \{1: "):
@@ -150,7 +155,27 @@ def test_bad_selections_and_run_dirs_fail_with_one_clear_error(tree, tmp_path):
     with pytest.raises(DfdError, match="no parquet/ folder"):
         select_shards(str(tmp_path), parts=None, split=None)
     with pytest.raises(DfdError, match="no trained model"):
-        read_model_files(str(tmp_path))
+        read_model(str(tmp_path))
     with pytest.raises(ValueError, match="unknown aggregation rule 'vote'"):
         run_inference(str(data), str(run), str(tmp_path / "o"),
                       cfg=InferConfig(aggregation="vote"))
+
+
+def test_the_command_prints_metrics_with_the_label_balance_beside_log_loss(inferred):
+    _, evaluated, screen = inferred
+    lines = screen.splitlines()
+    assert lines[0] == "model paper_cnn@run, parts [5], split test, aggregation median"
+    video = next(line for line in lines if line.lstrip().startswith("videos"))
+    assert f"log_loss={evaluated['video']['log_loss']:.4f}" in video
+    assert "(chance 0.6829 at 0.5714 fake)" in video  # 4 of 7 videos are fake
+    assert any(line.lstrip().startswith("part   5") for line in lines)
+
+
+def test_the_command_fails_with_one_line_on_a_missing_tree(tmp_path, capsys):
+    from dfd.cli import main
+
+    status = main(["infer", "--data", str(tmp_path / "nowhere"), "--run-dir", str(tmp_path),
+                   "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert status == 1 and err.count("\n") == 1
+    assert err.startswith("dfd infer: error: ") and "no parquet/ folder" in err

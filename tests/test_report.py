@@ -114,3 +114,21 @@ def test_submission_csv_is_kaggle_format_for_any_set_of_videos(tmp_path):
     not_a_submission.write_text("f,l\n")
     with pytest.raises(ValueError, match="filename,label"):
         submission.read_submission(not_a_submission)
+
+
+def test_report_command_writes_the_page_and_a_submission_for_chosen_videos(tmp_path, capsys):
+    from dfd.cli import main
+
+    pred, _, videos, _ = _predictions_dir(tmp_path)
+    sample = tmp_path / "sample_submission.csv"
+    sample.write_text("filename,label\nnoface.mp4,0.5\nunseen.mp4,0.5\nv45_03.mp4,0.5\n")
+    status = main(["report", "--predictions", str(pred), "--run-dir", str(_run_dir(tmp_path)),
+                   "--out", str(tmp_path / "r"), "--videos", str(sample)])
+    assert status == 0
+    assert capsys.readouterr().out.splitlines()[-1] == str(tmp_path / "r" / report.REPORT)
+    scores = {v["video"]: v["p_fake"] for v in videos}
+    lines = (tmp_path / "r" / report.SUBMISSION).read_text().splitlines()
+    assert lines == ["filename,label", "noface.mp4,0.5", "unseen.mp4,0.5",
+                     f"v45_03.mp4,{scores['v45_03.mp4']!r}"]
+    assert main(["report", "--predictions", str(tmp_path), "--out", str(tmp_path / "x")]) == 1
+    assert "dfd report: error: " in capsys.readouterr().err

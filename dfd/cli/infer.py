@@ -1,0 +1,55 @@
+"""`dfd infer`: score face shards with a trained model on Ray Data; metrics and report."""
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "infer", help="batch inference over face shards, with metrics and a report",
+        description="Score the face shards of some parts (typically held out of training) with "
+                    "a trained model on a Ray Data actor pool. Writes frame_predictions.parquet, "
+                    "video_predictions.parquet, metrics.json and report/ under --out. Without "
+                    "--parts or --split, the test split is scored. Without --address Ray runs "
+                    "in this process on 127.0.0.1.")
+    p.add_argument("--data", required=True, metavar="URI",
+                   help="face-shard tree of `dfd preprocess` (path, gs://, s3://)")
+    p.add_argument("--run-dir", required=True, metavar="URI", help="run dir of `dfd train`")
+    p.add_argument("--out", required=True, metavar="URI", help="where predictions go")
+    p.add_argument("--parts", metavar="SPEC",
+                   help="parts to score, e.g. 45-49 or 3,7 (every split of them)")
+    p.add_argument("--split", choices=["train", "validation", "test"],
+                   help="only this split (default: test when --parts is not given)")
+    p.add_argument("--preset", default="smoke", choices=["smoke", "paper", "full"])
+    p.add_argument("--aggregation", help="video score from crop scores: mean (default), "
+                                         "median, max, confident")
+    p.add_argument("--batch-size", type=int, help="crops per model call")
+    p.add_argument("--actors", type=int, help="model replicas (each loads the model once)")
+    p.add_argument("--gpus-per-actor", type=float)
+    p.add_argument("--cpus-per-actor", type=float)
+    p.add_argument("--no-report", dest="report", action="store_false",
+                   help="write predictions and metrics only")
+    p.add_argument("--address", help="an existing Ray cluster (e.g. ray://head:10001 or auto)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from dfd import config, dfdc, metrics
+    from ray_jobs import infer
+
+    cfg = config.override(
+        config.preset("infer", args.preset), aggregation=args.aggregation,
+        batch_size=args.batch_size, actors=args.actors, gpus_per_actor=args.gpus_per_actor,
+        cpus_per_actor=args.cpus_per_actor)
+    parts = dfdc.parse_part_selection(args.parts)
+    split = args.split or (None if parts else "test")
+    evaluated = infer.run_inference(args.data, args.run_dir, args.out, parts=parts,
+                                    split=split, cfg=cfg, address=args.address,
+                                    write_report=args.report)
+    run_info = evaluated["run"]
+    print(f"model {run_info['model']}, parts {run_info['parts']}, split {split or 'all'}, "
+          f"aggregation {cfg.aggregation}")
+    print(f"  frames  {metrics.format_summary(evaluated['frame'])}")
+    print(f"  videos  {metrics.format_summary(evaluated['video'])}")
+    for part, block in evaluated["per_part"].items():
+        print(f"  part {int(part):>3} {metrics.format_summary(block)}")
+    print(f"predictions, metrics.json{' and report/' if args.report else ''} in {args.out}")
+    return 0

@@ -1,0 +1,33 @@
+"""`dfd report`: the HTML report and PNGs of a predictions folder."""
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "report", help="HTML report and plots of a predictions folder",
+        description="Render report.html (self-contained), its PNGs and a Kaggle submission.csv "
+                    "from the --out folder of `dfd infer`; --run-dir adds the training curves.")
+    p.add_argument("--predictions", required=True, metavar="DIR",
+                   help="folder holding frame_predictions.parquet and video_predictions.parquet")
+    p.add_argument("--run-dir", metavar="DIR", help="training run dir (history.json)")
+    p.add_argument("--out", required=True, metavar="DIR", help="where the report goes")
+    p.add_argument("--videos", metavar="CSV",
+                   help="write the submission for these videos, in this order (a CSV whose "
+                        "first column is filename, e.g. Kaggle's sample_submission.csv)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from dfd import report, submission
+
+    path = report.render_report(args.predictions, args.out, run_dir=args.run_dir)
+    if args.videos:
+        _, videos, _ = report.read_predictions(args.predictions)
+        n = submission.write_submission(dict(zip(videos["video"], videos["p_fake"])),
+                                        Path(args.out) / report.SUBMISSION,
+                                        videos=submission.read_videos(args.videos))
+        print(f"submission for {n} videos from {args.videos}")
+    print(path)
+    return 0
