@@ -38,6 +38,17 @@ def face_photo(name: str = "astronaut") -> np.ndarray:
     raise ValueError(name)
 
 
+# A square around each photo's face (rows, cols), so the face fills about half of it.
+_FACE_SQUARES = {"astronaut": (slice(0, 240), slice(103, 343)),
+                 "grace_hopper": (slice(55, 385), slice(98, 428))}
+
+
+def face_patch(name: str = "astronaut", side: int = 160) -> np.ndarray:
+    """The face of a photograph, cropped square and resized to side x side."""
+    rows, cols = _FACE_SQUARES[name]
+    return cv2.resize(face_photo(name)[rows, cols], (side, side), interpolation=cv2.INTER_AREA)
+
+
 def background(width: int, height: int, seed: int = 0) -> np.ndarray:
     """Smooth coloured noise: texture for the encoder, nothing face-like."""
     rng = np.random.default_rng(seed)
@@ -70,7 +81,7 @@ def face_frames(n: int, *, width: int = 320, height: int = 240, face: str = "ast
                 face_side: int = 160, face_from: int = 0, seed: int = 0) -> list[np.ndarray]:
     """n frames of a face photo drifting over a background; frames before face_from have no
     face. Returns the frames (the face's box in frame i is ``face_box(i, ...)``)."""
-    photo = cv2.resize(face_photo(face), (face_side, face_side), interpolation=cv2.INTER_AREA)
+    photo = face_patch(face, face_side)
     bg = background(width, height, seed)
     out = []
     for i in range(n):

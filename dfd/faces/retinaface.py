@@ -44,15 +44,22 @@ def graph_path() -> Path:
 
 
 @functools.lru_cache(maxsize=None)
-def load_graph(outputs: tuple[str, ...] = HEADS):
-    """The frozen graph as a function from a float32 NHWC batch to the named tensors as numpy
-    arrays; loaded once per process."""
+def _imported_graph():
     import tensorflow as tf
 
     graph_def = tf.compat.v1.GraphDef()
     graph_def.ParseFromString(graph_path().read_bytes())
-    wrapped = tf.compat.v1.wrap_function(
-        lambda: tf.compat.v1.import_graph_def(graph_def, name=""), [])
+    return tf.compat.v1.wrap_function(lambda: tf.compat.v1.import_graph_def(graph_def, name=""),
+                                      [])
+
+
+@functools.lru_cache(maxsize=None)
+def load_graph(outputs: tuple[str, ...] = HEADS):
+    """The frozen graph as a function from a float32 NHWC batch to the named tensors as numpy
+    arrays; the graph is imported once per process."""
+    import tensorflow as tf
+
+    wrapped = _imported_graph()
     graph = wrapped.graph
     pruned = wrapped.prune(graph.as_graph_element(INPUT),
                            [graph.as_graph_element(name) for name in outputs])
