@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 MODEL_JSON = "model.json"
 WEIGHTS_H5 = "weights.h5"
+TRAINING_STATE = "training_state"  # TF checkpoint of weights and optimizer slots
+TRAINER_JSON = "trainer.json"  # where training stands: epoch, history
 
 ModelBuilder = Callable[..., keras.Model]
 MODELS: dict[str, ModelBuilder] = {}
@@ -174,3 +176,47 @@ def load_model(directory: str) -> keras.Model:
                          f"the saved input_shape {spec['input_shape']}")
     model.load_weights(str(Path(directory) / WEIGHTS_H5))
     return model
+
+
+# ---- training ----------------------------------------------------------------------------------
+
+def compile_classifier(model: keras.Model, *, learning_rate: float) -> None:
+    """Adam on binary cross-entropy, with the paper's metrics (Figs. 3 and 4).
+
+    Metrics are weighted so that the weight-0 rows padding a worker's validation share do not
+    count; ``bce`` is the weighted loss (Keras' own ``loss`` divides by the padded batch).
+    """
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.BinaryCrossentropy(),
+        weighted_metrics=[keras.metrics.BinaryCrossentropy(name="bce"),
+                          keras.metrics.BinaryAccuracy(name="accuracy"),
+                          keras.metrics.Precision(name="precision"),
+                          keras.metrics.Recall(name="recall"),
+                          keras.metrics.AUC(name="auc")])
+
+
+def save_training_state(model: keras.Model, directory: str, *, name: str, options: dict,
+                        trainer: dict) -> None:
+    """A resumable checkpoint: the saved model, its optimizer state, and ``trainer`` (JSON).
+
+    Under MultiWorkerMirroredStrategy every worker must call this (reading some variables is a
+    collective op); only one worker's directory needs keeping.
+    """
+    import tensorflow as tf
+
+    save_model(model, directory, name=name, options=options)
+    state = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+    state.write(str(Path(directory) / TRAINING_STATE / "state"))
+    (Path(directory) / TRAINER_JSON).write_text(json.dumps(trainer, indent=1) + "\n")
+
+
+def restore_training_state(model: keras.Model, directory: str) -> dict:
+    """Load weights and optimizer state saved by ``save_training_state``; return ``trainer``."""
+    import tensorflow as tf
+
+    # Slots must exist before the read, or Adam's moments would be dropped silently.
+    model.optimizer.build(model.trainable_variables)
+    state = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+    state.read(str(Path(directory) / TRAINING_STATE / "state")).assert_existing_objects_matched()
+    return json.loads((Path(directory) / TRAINER_JSON).read_text())

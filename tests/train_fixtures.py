@@ -77,7 +77,7 @@ def _face_mask() -> np.ndarray:
 
 
 def manipulate_face(crop: np.ndarray, *, strength: float = 1.0, blur: float = 2.5,
-                    cast: tuple[float, float, float] = (1.10, 0.97, 0.88)) -> np.ndarray:
+                    cast: tuple[float, float, float] = (1.18, 0.97, 0.80)) -> np.ndarray:
     """The synthetic deepfake artefact: a blurred, colour-shifted face blended into the crop."""
     fake = cv2.GaussianBlur(crop, (0, 0), blur).astype(np.float32)
     fake *= np.array(cast, np.float32)  # a warm cast, as badly matched skin
@@ -97,8 +97,8 @@ def _video_frames(rng: np.random.Generator, frames: int):
     """Per video: a photo, a lighting and per-frame boxes; fakes reuse all of it."""
     photo_name = list(_PHOTO_FACES)[rng.integers(len(_PHOTO_FACES))]
     photo = face_photo(photo_name).astype(np.float32)
-    gain = rng.uniform(0.75, 1.2, size=3).astype(np.float32)  # lighting and white balance
-    lit = np.clip(photo * gain + rng.uniform(-20, 20), 0, 255).astype(np.uint8)
+    gain = rng.uniform(0.85, 1.15, size=3).astype(np.float32)  # lighting and white balance
+    lit = np.clip(photo * gain + rng.uniform(-15, 15), 0, 255).astype(np.uint8)
     if rng.random() < 0.5:
         lit = lit[:, ::-1].copy()
         w = lit.shape[1]
@@ -133,9 +133,9 @@ def face_records(*, part: int, split: str, originals: int, fakes_per_original: i
         fakes = [video_name(seed, part, split, i, k) for k in range(fakes_per_original)]
         # Each fake of an original is its own swap: its own blur and colour cast.
         looks = {f: {"strength": fake_strength * rng.uniform(0.8, 1.0),
-                     "blur": rng.uniform(1.8, 3.2),
-                     "cast": (rng.uniform(1.05, 1.14), rng.uniform(0.95, 1.0),
-                              rng.uniform(0.84, 0.92))} for f in fakes}
+                     "blur": rng.uniform(2.5, 3.5),
+                     "cast": (rng.uniform(1.14, 1.22), rng.uniform(0.95, 1.0),
+                              rng.uniform(0.76, 0.84))} for f in fakes}
         for index, box, crop, (h, w, _) in _video_frames(rng, frames):
             for video, label in [(real, LABEL_REAL)] + [(f, LABEL_FAKE) for f in fakes]:
                 image = crop if label == LABEL_REAL else manipulate_face(crop, **looks[video])
