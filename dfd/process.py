@@ -48,138 +48,117 @@ STATS = ("videos", "videos_with_faces", "videos_rejected", "frames_decoded", "fr
 
 
 @dataclasses.dataclass
-class _Decoded:
+class VideoFaces:
+    """The faces found in one video's sampled frames: what its fakes reuse."""
     info: VideoInfo
-    frames: dict[int, np.ndarray]  # sampled index -> upright RGB frame
+    faces: dict[int, list[Face]]  # every sampled index -> its faces, primary first
 
 
-@dataclasses.dataclass
-class _Done:
-    """A video whose faces are known: what its fakes may reuse."""
-    info: VideoInfo
-    faces: dict[int, list[Face]]  # sampled index -> faces, primary first
+def configured(detector: Detector, cfg: PreprocessConfig) -> Detector:
+    """The detector with cfg's detection options; it shares the loaded weights."""
+    wanted = detector_options(cfg)
+    if any(detector.options.get(k) != v for k, v in wanted.items()):
+        return detector.with_options(**wanted)
+    return detector
 
 
-class _Group:
-    def __init__(self, split: str, cfg: PreprocessConfig, detector: Detector):
-        self.split, self.cfg = split, cfg
-        # The config decides what shapes the output; the detector object supplies the model.
-        wanted = detector_options(cfg)
-        if any(detector.options.get(k) != v for k, v in wanted.items()):
-            detector = detector.with_options(**wanted)
-        self.detector = detector
-        self.records: list[dict] = []
-        self.rejects: list[dict] = []
-        self.stats: Counter = Counter({k: 0 for k in STATS})
+class _Timer:
+    def __init__(self, stats: Counter, counter: str):
+        self.stats, self.counter = stats, counter
 
-    def _timed(self, counter: str, start: float) -> None:
-        self.stats[counter] += int(round((time.perf_counter() - start) * 1000))
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
 
-    def decode(self, ref: VideoRef,
-               choose: Callable[[VideoInfo], Sequence[int]] | None = None) -> _Decoded:
-        """Decode the frames ``choose(info)`` picks; by default this video's own sample."""
-        cfg = self.cfg
-        start = time.perf_counter()
-        try:
-            with open_video(ref.source, limits=cfg.limits, size=ref.size) as video:
-                info = video.info
-                indices = choose(info) if choose is not None else self.sample(ref, info)
-                frames = video.read(indices)
-                self.stats["frames_decoded"] += video.frames_decoded
-        finally:
-            self._timed("decode_ms", start)
-        self.stats["frames_sampled"] += len(frames)
-        return _Decoded(info, frames)
+    def __exit__(self, *exc) -> None:
+        self.stats[self.counter] += int(round((time.perf_counter() - self.start) * 1000))
 
-    def sample(self, ref: VideoRef, info: VideoInfo) -> list[int]:
-        # Keyed by the original's name, so a fake detected alone still samples the frames its
-        # original and its siblings would.
-        cfg = self.cfg
-        return sample_frame_indices(info.frame_count, cfg.frames_per_video, policy=cfg.sampling,
-                                    seed=cfg.seed, key=ref.original)
 
-    def detect(self, frames: dict[int, np.ndarray], indices: Sequence[int]) -> dict[int, list[Face]]:
-        if not indices:
-            return {}
-        start = time.perf_counter()
-        found = self.detector.detect([frames[i] for i in indices])
-        self._timed("detect_ms", start)
-        self.stats["frames_detected"] += len(indices)
-        self.stats["faces_detected"] += sum(len(f) for f in found)
-        return dict(zip(indices, found))
+def _sample(ref: VideoRef, info: VideoInfo, cfg: PreprocessConfig) -> list[int]:
+    # Keyed by the original's name, so a fake detected alone still samples the frames its
+    # original and its siblings would.
+    return sample_frame_indices(info.frame_count, cfg.frames_per_video, policy=cfg.sampling,
+                                seed=cfg.seed, key=ref.original)
 
-    def emit(self, ref: VideoRef, decoded: _Decoded, faces: dict[int, list[Face]]) -> None:
-        cfg, info = self.cfg, decoded.info
-        if not any(faces.values()):
-            raise NoFace(f"no face in {len(decoded.frames)} sampled frames")
-        start = time.perf_counter()
-        records = []
-        for index in sorted(decoded.frames):
+
+def _aligned(info: VideoInfo, reference: VideoFaces) -> bool:
+    o = reference.info
+    return (info.width, info.height, info.frame_count) == (o.width, o.height, o.frame_count)
+
+
+def _detect(detector: Detector, frames: dict[int, np.ndarray], indices: Sequence[int],
+            stats: Counter) -> dict[int, list[Face]]:
+    if not indices:
+        return {}
+    with _Timer(stats, "detect_ms"):
+        found = detector.detect([frames[i] for i in indices])
+    stats["frames_detected"] += len(indices)
+    stats["faces_detected"] += sum(len(f) for f in found)
+    return dict(zip(indices, found))
+
+
+def _face_records(ref: VideoRef, info: VideoInfo, frames: dict[int, np.ndarray],
+                  faces: dict[int, list[Face]], *, split: str, cfg: PreprocessConfig,
+                  stats: Counter) -> list[dict]:
+    records = []
+    with _Timer(stats, "crop_ms"):
+        for index in sorted(frames):
             if not faces.get(index):
-                self.stats["frames_without_face"] += 1
+                stats["frames_without_face"] += 1
                 continue
             for face_index, face in enumerate(faces[index]):
-                crop = crop_face(decoded.frames[index], face.box, margin=cfg.margin)
-                image = encode_crop(crop, cfg.image_format, cfg.jpeg_quality)
+                crop = crop_face(frames[index], face.box, margin=cfg.margin)
                 records.append(schemas.validate({
                     "video": ref.name, "part": ref.part, "original": ref.original,
-                    "label": ref.label, "split": self.split, "frame_index": index,
+                    "label": ref.label, "split": split, "frame_index": index,
                     "frame_count": info.frame_count, "face_index": face_index,
                     "bbox": list(face.box), "det_score": face.score,
                     "frame_width": info.width, "frame_height": info.height,
-                    "image": image, "image_format": cfg.image_format,
+                    "image": encode_crop(crop, cfg.image_format, cfg.jpeg_quality),
+                    "image_format": cfg.image_format,
                 }, schemas.FACE))
-        self._timed("crop_ms", start)
-        self.records.extend(records)
-        self.stats["records"] += len(records)
-        self.stats["image_bytes"] += sum(len(r["image"]) for r in records)
-        self.stats["videos_with_faces"] += 1
+    stats["records"] += len(records)
+    stats["image_bytes"] += sum(len(r["image"]) for r in records)
+    return records
 
-    def reject(self, ref: VideoRef, reason: str, detail: str) -> None:
-        self.stats["videos_rejected"] += 1
-        self.rejects.append(schemas.validate(
-            {"video": ref.name, "part": ref.part, "reason": reason, "detail": detail[:500]},
-            schemas.REJECT))
 
-    def run(self, ref: VideoRef, work: Callable[[], _Done | None]) -> _Done | None:
-        """Run one video's work; a failure becomes its reject, never an exception."""
-        self.stats["videos"] += 1
-        try:
-            return work()
-        except VideoError as exc:
-            self.reject(ref, exc.reason, exc.detail)
-        except Exception as exc:  # one bad video must not stop the group (or the pipeline)
-            self.reject(ref, PROCESSING_ERROR, f"{type(exc).__name__}: {exc}")
-        return None
+def process_video(ref: VideoRef, *, split: str, cfg: PreprocessConfig, detector: Detector,
+                  reference: VideoFaces | None = None,
+                  stats: Counter | None = None) -> tuple[list[dict], VideoFaces]:
+    """One video's face records, and its faces for reuse by its fakes.
 
-    # -- the two kinds of video
+    With ``reference`` (its original's faces) the video is decoded at the original's frame
+    indices and cropped with the original's boxes, detecting only where the original had no
+    face; a reference of another size or length is ignored. Raises a VideoError subclass for
+    an unusable video (NoFace when no sampled frame has a face). ``detector`` is used as given;
+    ``stats`` (a Counter) collects the counters named in STATS.
+    """
+    stats = stats if stats is not None else Counter()
+    with _Timer(stats, "decode_ms"), \
+            open_video(ref.source, limits=cfg.limits, size=ref.size) as video:
+        info = video.info
+        reusing = reference is not None and _aligned(info, reference)
+        frames = video.read(sorted(reference.faces) if reusing else _sample(ref, info, cfg))
+        stats["frames_decoded"] += video.frames_decoded
+    stats["frames_sampled"] += len(frames)
+    indices = sorted(frames)
+    if reusing:
+        faces = {i: reference.faces[i] for i in indices if reference.faces[i]}
+        stats["boxes_reused"] += len(faces)
+        faces.update(_detect(detector, frames, [i for i in indices if i not in faces], stats))
+    else:
+        if ref.label == schemas.LABEL_FAKE:
+            stats["fakes_detected_alone"] += 1
+        faces = _detect(detector, frames, indices, stats)
+    if not any(faces.values()):
+        raise NoFace(f"no face in {len(frames)} sampled frames")
+    records = _face_records(ref, info, frames, faces, split=split, cfg=cfg, stats=stats)
+    stats["videos_with_faces"] += 1
+    return records, VideoFaces(info, faces)
 
-    def alone(self, ref: VideoRef) -> _Done:
-        decoded = self.decode(ref)
-        faces = self.detect(decoded.frames, sorted(decoded.frames))
-        self.emit(ref, decoded, faces)
-        return _Done(decoded.info, faces)
 
-    def reusing(self, ref: VideoRef, original: _Done) -> _Done:
-        def aligned(info: VideoInfo) -> bool:
-            o = original.info
-            return (info.width, info.height, info.frame_count) == (o.width, o.height,
-                                                                   o.frame_count)
-
-        # Not the same geometry or length: the original's boxes would point elsewhere, so the
-        # fake gets its own sample and its own detection.
-        decoded = self.decode(ref, lambda info: sorted(original.faces) if aligned(info)
-                              else self.sample(ref, info))
-        indices = sorted(decoded.frames)
-        if aligned(decoded.info):
-            faces = {i: original.faces[i] for i in indices if original.faces[i]}
-            self.stats["boxes_reused"] += len(faces)
-            faces.update(self.detect(decoded.frames, [i for i in indices if i not in faces]))
-        else:
-            self.stats["fakes_detected_alone"] += 1
-            faces = self.detect(decoded.frames, indices)
-        self.emit(ref, decoded, faces)
-        return _Done(decoded.info, faces)
+def _reject(ref: VideoRef, reason: str, detail: str) -> dict:
+    return schemas.validate({"video": ref.name, "part": ref.part, "reason": reason,
+                             "detail": detail[:500]}, schemas.REJECT)
 
 
 def process_group(original: VideoRef | None, fakes: Sequence[VideoRef], *, split: str,
@@ -191,12 +170,23 @@ def process_group(original: VideoRef | None, fakes: Sequence[VideoRef], *, split
     """
     if split not in schemas.SPLITS:
         raise ValueError(f"unknown split {split!r}; one of {list(schemas.SPLITS)}")
-    group = _Group(split, cfg, detector)
-    done = group.run(original, lambda: group.alone(original)) if original is not None else None
-    for fake in fakes:
-        if done is None:
-            group.stats["fakes_detected_alone"] += 1
-            group.run(fake, lambda: group.alone(fake))
+    detector = configured(detector, cfg)
+    stats: Counter = Counter({k: 0 for k in STATS})
+    records: list[dict] = []
+    rejects: list[dict] = []
+    reference: VideoFaces | None = None
+    for ref in ([original] if original is not None else []) + list(fakes):
+        stats["videos"] += 1
+        try:
+            mine, faces = process_video(ref, split=split, cfg=cfg, detector=detector,
+                                        reference=reference, stats=stats)
+        except VideoError as exc:
+            rejects.append(_reject(ref, exc.reason, exc.detail))
+        except Exception as exc:  # one bad video must not stop the group (or the pipeline)
+            rejects.append(_reject(ref, PROCESSING_ERROR, f"{type(exc).__name__}: {exc}"))
         else:
-            group.run(fake, lambda: group.reusing(fake, done))
-    return GroupResult(records=group.records, rejects=group.rejects, stats=dict(group.stats))
+            records.extend(mine)
+            if ref is original:
+                reference = faces
+    stats["videos_rejected"] = len(rejects)
+    return GroupResult(records=records, rejects=rejects, stats=dict(stats))
