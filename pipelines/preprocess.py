@@ -5,6 +5,8 @@
 Runs on the DirectRunner (multi_processing, one worker per core) by default; every Beam flag
 passes through untouched, so ``--runner=DataflowRunner --project=... --region=...`` (or Flink,
 Spark) runs the same code. Parts already committed from the same source and config are skipped.
+``--input kaggle://deepfake-detection-challenge --staging URI`` first fetches the parts that
+need it from Kaggle into staging (``pipelines.fetch``), then processes them from there.
 """
 from __future__ import annotations
 
@@ -24,9 +26,9 @@ from dfd import config as cfgmod
 from dfd import dfdc
 from dfd import manifest as mf
 from dfd import output_tree as ot
-from dfd.cli.preprocess import add_arguments
+from dfd.cli.preprocess import add_arguments, check_staging
 from dfd.errors import DfdError
-from pipelines import commit, sources
+from pipelines import commit, fetch, sources
 from pipelines.transforms import (BROKEN, OUTCOMES, REJECTS, PlanParts, ProcessUnits,
                                   SummarizeParts, WriteShards)
 
@@ -109,15 +111,25 @@ def run(argv: list[str] | None = None) -> dict:
     return run_with(args, beam_args)
 
 
-def run_with(args, beam_args: list[str]) -> dict:
+def run_with(args, beam_args: list[str], *, before_processing=None) -> dict:
+    """The run behind `dfd preprocess` (and `dfd sync`); before_processing() is called after
+    any fetch stage, just before the processing pipeline starts (a sync checks its lease)."""
     cfg = config_from_args(args)
     selection = dfdc.parse_part_selection(args.parts)
-    found = sources.discover_parts(args.input, selection)
-    if not found:
+    current = commit.read_manifest(args.output)
+    source, staged = args.input, None
+    competition = fetch.competition_of(args.input)
+    if competition:
+        check_staging(args)
+        staged = fetch.stage_parts(competition, staging=args.staging, selection=selection,
+                                   manifest=current, force=args.force, beam_args=beam_args,
+                                   config_hash_of=lambda part: part_config_hash(cfg, part))
+        source, selection = args.staging, set(staged["to_process"])
+    found = sources.discover_parts(source, selection) if selection != set() else []
+    if not found and staged is None:
         raise DfdError(f"no DFDC parts found under {args.input}"
                        + (f" matching --parts {args.parts}" if args.parts else ""))
-    current = commit.read_manifest(args.output)
-    todo, skipped = [], []
+    todo, skipped = [], list(staged["up_to_date"]) if staged else []
     for spec in found:
         if not args.force and mf.is_current(current, spec.part, source_checksum=spec.checksum,
                                             config_hash=part_config_hash(cfg, spec.part)):
@@ -126,8 +138,13 @@ def run_with(args, beam_args: list[str]) -> dict:
             todo.append(spec)
     log.info("parts found %s; to process %s; already committed %s",
              [s.part for s in found], [s.part for s in todo], skipped)
+    fetch_report = {"fetched": [r for r in staged["staged"] if r["status"] == "fetched"],
+                    "failed": staged["failed"]} if staged else None
     if not todo:
-        return {"committed": [], "failed": [], "skipped": skipped, "seconds": 0.0}
+        return _with_fetch({"committed": [], "failed": [], "skipped": sorted(skipped),
+                            "seconds": 0.0}, fetch_report)
+    if before_processing:
+        before_processing()
     for spec in todo:  # leftovers of a killed run are never mistaken for this run's output
         _clear_staging(args.output, spec.part)
     options = beam_options(beam_args)
@@ -137,6 +154,14 @@ def run_with(args, beam_args: list[str]) -> dict:
     seconds = time.perf_counter() - started
     with FileSystems.open(ot.join(args.output, commit.RUN_SUMMARY)) as f:
         summary = json.loads(f.read())
-    summary["skipped"] = skipped
+    summary["skipped"] = sorted(skipped)
     summary["seconds"] = round(seconds, 2)
-    return summary
+    return _with_fetch(summary, fetch_report)
+
+
+def _with_fetch(summary: dict, fetch_report: dict | None) -> dict:
+    """Parts fetched from Kaggle are listed; parts that could not be fetched count as failed."""
+    if fetch_report is None:
+        return summary
+    failed = sorted(summary["failed"] + fetch_report["failed"], key=lambda f: f["part"])
+    return {**summary, "failed": failed, "fetched": fetch_report["fetched"]}

@@ -4,11 +4,22 @@ from __future__ import annotations
 import argparse
 
 from dfd.config import PRESETS
+from dfd.errors import DfdError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--input", required=True, help="folder URI holding DFDC parts (zip or folder)")
+    p.add_argument("--input", required=True,
+                   help="folder URI holding DFDC parts (zip or folder), or "
+                        "kaggle://<competition> to fetch them (needs --staging)")
     p.add_argument("--output", required=True, help="output URI for shards and manifest")
+    add_processing_arguments(p)
+
+
+def add_processing_arguments(p: argparse.ArgumentParser) -> None:
+    """Everything but --input and --output (shared with `dfd sync`)."""
+    p.add_argument("--staging",
+                   help="where parts fetched from a kaggle:// input are kept (folder, gs:// "
+                        "or s3://); fetched parts stay there, verified, for later runs")
     p.add_argument("--preset", default="paper", choices=sorted(PRESETS))
     p.add_argument("--parts", help="parts to process, e.g. 0-9,12 (default: all found)")
     p.add_argument("--test-parts", help="parts held out whole as the test split, e.g. 45-49")
@@ -39,6 +50,9 @@ def register(sub) -> None:
 
 
 def print_summary(summary: dict) -> None:
+    for f in summary.get("fetched", []):
+        print(f"part {f['part']:>2}: fetched {f['size']:,d} bytes from Kaggle "
+              f"in {f['seconds']:.1f} s")
     for s in summary["committed"]:
         splits = ", ".join(f"{k} {v}" for k, v in s["records_by_split"].items()) or "none"
         print(f"part {s['part']:>2}: {s['videos_in_metadata']} videos, "
@@ -52,9 +66,17 @@ def print_summary(summary: dict) -> None:
         print(f"done in {summary['seconds']:.1f} s")
 
 
+def check_staging(args) -> None:
+    """A kaggle:// input needs somewhere to put the parts (checked before Beam loads)."""
+    if args.input.startswith("kaggle://") and not args.staging:
+        raise DfdError(f"{args.input} needs --staging: a folder or gs:// / s3:// URI where "
+                       f"the fetched parts are kept")
+
+
 def run(args) -> int:
     import json
 
+    check_staging(args)
     from pipelines.preprocess import run_with
 
     summary = run_with(args, args.unknown)

@@ -1,0 +1,240 @@
+"""The fetch stage: DFDC parts from Kaggle land in a staging folder, one element per part.
+
+    dfd preprocess --input kaggle://deepfake-detection-challenge --staging gs://b/dfdc-raw \\
+        --output gs://b/faces [--parts 0-9]
+
+The driver lists the competition once and picks the parts that need fetching: those selected
+that the output's manifest does not hold, from the same Kaggle file, under the current config.
+``FetchParts`` then fetches them in parallel, each worker authenticating once in ``setup()``
+and fetching, verifying and committing one part per element (``dfd.kaggle.Competition``);
+a part that fails after its retries goes to a tagged output with its reason, and the others
+carry on. The processing pipeline then reads the staged zips as any other input.
+
+The fetch runs as its own pipeline before the processing one rather than as a stage of it:
+the processing pipeline's commit step needs each part's source size and checksum (the zip's
+central directory) when it is wired, and those exist only once the zip is staged. The staging
+folder is the hand-off either way, so a part fetched by a run that later fails is not fetched
+again (its receipt says it is verified). On the DirectRunner the fetch pipeline runs threaded
+unless told otherwise: fetching waits on the network, and threads spare it the worker
+processes' start-up.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+import uuid
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions,
+                                                  StandardOptions)
+
+from dfd import dfdc
+from dfd import manifest as mf
+from dfd.errors import DfdError
+from dfd.kaggle import AccessDenied, Competition, CompetitionFile, FetchFailed, RetryPolicy
+from dfd.kaggle.checks import read_receipt
+from dfd.output_tree import join
+
+log = logging.getLogger(__name__)
+
+KAGGLE_SCHEME = "kaggle://"
+FAILED = "failed"
+FETCH_RUNS = "_fetch_runs"  # under the staging folder: each fetch pipeline's results
+NAMESPACE = "dfd"
+
+
+def competition_of(uri: str) -> str | None:
+    """'kaggle://deepfake-detection-challenge' -> its competition; None for other URIs."""
+    if not uri.startswith(KAGGLE_SCHEME):
+        return None
+    name = uri[len(KAGGLE_SCHEME):].strip("/")
+    if not name or "/" in name:
+        raise DfdError(f"bad Kaggle input {uri!r}: expected kaggle://<competition>")
+    return name
+
+
+# ---- which parts to fetch ---------------------------------------------------------------------
+
+def needs_fetch(file: CompetitionFile, entry: dict | None, *, config_hash: str,
+                receipt: dict | None) -> bool:
+    """Whether a listed part must be fetched (and then processed).
+
+    The manifest names the part's source by its zip's central directory, which cannot be
+    known before the zip is here; a committed part is taken to come from the Kaggle file
+    when the sizes agree and the staged copy's receipt (if the staging still has one) is of
+    the file Kaggle lists now (same creation time)."""
+    if entry is None or entry["config_hash"] != config_hash:
+        return True
+    if entry["source_size"] != file.size:
+        return True
+    if receipt is not None and file.created and receipt.get("created") != file.created:
+        return True  # Kaggle replaced the file since it was processed
+    return False
+
+
+@dataclasses.dataclass(frozen=True)
+class FetchPlan:
+    listed: dict[int, CompetitionFile]  # every DFDC part the competition lists
+    to_fetch: list[int]
+    up_to_date: list[int]  # committed from the same file under the same config
+
+
+def plan_fetch(listed: dict[int, CompetitionFile], selection: set[int] | None,
+               manifest: dict, *, config_hash_of, staging: str,
+               force: bool = False) -> FetchPlan:
+    wanted = sorted(listed) if selection is None else sorted(selection)
+    missing = [p for p in wanted if p not in listed]
+    if missing:
+        raise DfdError(f"the competition has no part(s) {', '.join(f'{p:02d}' for p in missing)}"
+                       f"; it lists {len(listed)} part(s)")
+    to_fetch, current = [], []
+    for part in wanted:
+        file = listed[part]
+        entry = manifest["parts"].get(mf.part_key(part))
+        if force or needs_fetch(file, entry, config_hash=config_hash_of(part),
+                                receipt=read_receipt(staging, file.basename)):
+            to_fetch.append(part)
+        else:
+            current.append(part)
+    return FetchPlan(listed, to_fetch, current)
+
+
+# ---- the stage --------------------------------------------------------------------------------
+
+class _FetchPartFn(beam.DoFn):
+    """A part number -> where it is staged; failures tagged with their reason."""
+
+    def __init__(self, competition: str, staging: str, retry: RetryPolicy,
+                 scratch_dir: str | None):
+        self.competition_name = competition
+        self.staging = staging
+        self.retry = retry
+        self.scratch_dir = scratch_dir
+        self.fetched = Metrics.counter(NAMESPACE, "parts_fetched")
+        self.present = Metrics.counter(NAMESPACE, "parts_already_staged")
+        self.failed = Metrics.counter(NAMESPACE, "parts_fetch_failed")
+        self.bytes = Metrics.counter(NAMESPACE, "bytes_fetched")
+
+    def setup(self):
+        # Authenticates and lists once per worker; the listing is reused for every part.
+        self._competition = Competition(self.competition_name, retry=self.retry,
+                                        scratch_dir=self.scratch_dir)
+
+    def process(self, part: int):
+        try:
+            comp = self._competition
+            result = comp.fetch(comp.part_file(part), self.staging)
+        except (FetchFailed, AccessDenied, DfdError) as exc:
+            reason = "access_denied" if isinstance(exc, AccessDenied) else "fetch_failed"
+            yield self._failure(part, reason, str(exc))
+            return
+        except Exception as exc:  # one part's surprise must not stop the other parts
+            yield self._failure(part, "fetch_error", f"{type(exc).__name__}: {exc}")
+            return
+        if result.status == "fetched":
+            self.fetched.inc()
+            self.bytes.inc(result.file.size)
+        else:
+            self.present.inc()
+        yield {"part": part, "status": result.status, "uri": result.uri,
+               "size": result.file.size, "md5": result.md5,
+               "seconds": round(result.seconds, 2)}
+
+    def _failure(self, part: int, reason: str, detail: str):
+        self.failed.inc()
+        log.error("part %02d not fetched (%s): %s", part, reason, detail)
+        return beam.pvalue.TaggedOutput(FAILED, {"part": part, "reason": reason,
+                                                 "detail": detail})
+
+
+class FetchParts(beam.PTransform):
+    """Part numbers -> staged parts ({part, status, uri, size, md5, seconds}); parts that could
+    not be fetched under the FAILED tag ({part, reason, detail})."""
+
+    def __init__(self, competition: str, staging: str, *, retry: RetryPolicy = RetryPolicy(),
+                 scratch_dir: str | None = None):
+        super().__init__()
+        self.competition = competition
+        self.staging = staging
+        self.retry = retry
+        self.scratch_dir = scratch_dir
+
+    def expand(self, parts):
+        return (parts
+                # Create hands every part to one bundle; spread them over the workers.
+                | "Spread" >> beam.Reshuffle()
+                | "Fetch" >> beam.ParDo(_FetchPartFn(self.competition, self.staging,
+                                                     self.retry, self.scratch_dir))
+                .with_outputs(FAILED, main="staged"))
+
+
+def _write_results(results: list, *, uri: str) -> None:
+    with FileSystems.create(uri) as f:
+        f.write(json.dumps(results, sort_keys=True).encode())
+
+
+def fetch_options(beam_args: list[str]) -> PipelineOptions:
+    options = PipelineOptions(beam_args, save_main_session=False)
+    std = options.view_as(StandardOptions)
+    if std.runner is None:
+        std.runner = "DirectRunner"
+    if std.runner in ("DirectRunner", "direct"):
+        direct = options.view_as(DirectOptions)
+        if "--direct_running_mode" not in " ".join(beam_args):
+            direct.direct_running_mode = "multi_threading"
+        if "--direct_num_workers" not in " ".join(beam_args):
+            direct.direct_num_workers = os.cpu_count() or 1
+    return options
+
+
+def run_fetch(parts: list[int], *, competition: str, staging: str, beam_args: list[str],
+              retry: RetryPolicy = RetryPolicy(), scratch_dir: str | None = None) -> dict:
+    """Fetch the parts into staging with one Beam pipeline; returns {"staged": [...],
+    "failed": [...]} (see FetchParts)."""
+    results_uri = join(staging, FETCH_RUNS, f"{uuid.uuid4().hex}.json")
+    started = time.perf_counter()
+    with beam.Pipeline(options=fetch_options(beam_args)) as p:
+        out = (p | "Parts" >> beam.Create(sorted(parts))
+               | "FetchParts" >> FetchParts(competition, staging, retry=retry,
+                                            scratch_dir=scratch_dir))
+        tagged = ((out.staged | "TagStaged" >> beam.Map(lambda r: ("staged", r))),
+                  (out[FAILED] | "TagFailed" >> beam.Map(lambda r: (FAILED, r))))
+        (tagged | "All" >> beam.Flatten() | "ToList" >> beam.combiners.ToList()
+         | "Write" >> beam.Map(_write_results, uri=results_uri))
+    with FileSystems.open(results_uri) as f:
+        results = json.loads(f.read())
+    FileSystems.delete([results_uri])
+    summary = {"staged": sorted((r for k, r in results if k == "staged"),
+                                key=lambda r: r["part"]),
+               "failed": sorted((r for k, r in results if k == FAILED),
+                                key=lambda r: r["part"])}
+    log.info("fetch stage: %d part(s) staged, %d failed in %.1f s", len(summary["staged"]),
+             len(summary["failed"]), time.perf_counter() - started)
+    return summary
+
+
+def stage_parts(competition: str, *, staging: str, selection: set[int] | None, manifest: dict,
+                config_hash_of, beam_args: list[str], force: bool = False,
+                retry: RetryPolicy = RetryPolicy()) -> dict:
+    """List the competition, fetch the selected parts that need it into staging.
+
+    Returns {"to_process": [parts staged for processing], "up_to_date": [...],
+    "staged": [...], "failed": [...]}; no pipeline runs when nothing needs fetching."""
+    listed = Competition(competition, retry=retry).parts()
+    if not listed:
+        raise DfdError(f"{competition} lists no DFDC parts ({dfdc.part_zip_name(0)} ...)")
+    plan = plan_fetch(listed, selection, manifest, config_hash_of=config_hash_of,
+                      staging=staging, force=force)
+    log.info("%s lists %d part(s); to fetch %s; up to date %s", competition, len(listed),
+             plan.to_fetch, plan.up_to_date)
+    if not plan.to_fetch:
+        return {"to_process": [], "up_to_date": plan.up_to_date, "staged": [], "failed": []}
+    fetched = run_fetch(plan.to_fetch, competition=competition, staging=staging,
+                        beam_args=beam_args, retry=retry)
+    return {"to_process": [r["part"] for r in fetched["staged"]],
+            "up_to_date": plan.up_to_date, **fetched}

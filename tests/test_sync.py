@@ -1,0 +1,293 @@
+"""`dfd sync` end to end (real kaggle client against the local stand-in, real Beam, real
+synthetic DFDC parts), the fetch stage's choice of parts, and the output lease."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from dfd import config, dfdc
+from dfd.errors import DfdError
+from dfd.kaggle import CompetitionFile
+from dfd.lease import LEASE, Lease, LeaseHeld, LeaseLost, LeaseRecord, read_lease
+from tests.kaggle_standin import KaggleStandIn
+
+COMPETITION = "deepfake-detection-challenge"
+ROOT = Path(__file__).resolve().parents[1]
+USERNAME, KEY = "dfd-tester", "sync-test-key-5e2d"
+# Small parts the detector still finds faces in (320x180: faces about 70 px high). In-memory
+# Beam spares each run the worker processes' start-up; tests/test_preprocess.py covers the
+# multi-process runner.
+SYNTH = config.SynthConfig(parts=2, originals=2, fakes_per_original=1, width=320, height=180,
+                           frames=12, seed=5, zipped=True, portrait_fraction=0.0, workers=1)
+PROCESS_FLAGS = ["--preset", "smoke", "--frames-per-video", "3",
+                 "--direct_running_mode", "in_memory"]
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory) -> dict[int, bytes]:
+    from dfd.synth import generate
+
+    made = generate(tmp_path_factory.mktemp("synth"), SYNTH)
+    return {dfdc.parse_part_name(p.name): p.read_bytes() for p in made}
+
+
+@pytest.fixture(scope="module")
+def kaggle():
+    with KaggleStandIn(COMPETITION, username=USERNAME, key=KEY) as standin:
+        yield standin
+
+
+def _env(home: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAGGLE_", "XDG_"))}
+    env.update(HOME=str(home), KAGGLE_API_ENVIRONMENT="TEST", PYTHONPATH=str(ROOT),
+               KAGGLE_USERNAME=USERNAME, KAGGLE_KEY=KEY)
+    return env
+
+
+def sync_argv(root: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "dfd.cli", "sync", "--source", f"kaggle://{COMPETITION}",
+            "--staging", str(root / "staging"), "--output", str(root / "out"),
+            *PROCESS_FLAGS, *extra]
+
+
+def dfd_sync(root: Path, *extra: str) -> subprocess.CompletedProcess:
+    (root / "home").mkdir(exist_ok=True)
+    return subprocess.run(sync_argv(root, *extra), capture_output=True, text=True, timeout=300,
+                          cwd=ROOT, env=_env(root / "home"))
+
+
+def committed(root: Path) -> dict:
+    return json.loads((root / "out" / "manifest.json").read_text())["parts"]
+
+
+def mtimes(folder: Path) -> dict:
+    return {p: p.stat().st_mtime_ns for p in folder.rglob("*")}
+
+
+def downloads(kaggle: KaggleStandIn) -> list[str]:
+    return [s.path.split("?")[0].rsplit("/", 1)[-1] for s in kaggle.storage_gets()]
+
+
+def stale_record(**changes) -> bytes:
+    past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)
+    record = LeaseRecord(holder="0" * 32, host="crashed-node", pid=4242, purpose="sync",
+                         acquired=past.isoformat(timespec="seconds"),
+                         expires=(past + dt.timedelta(minutes=10)).isoformat(timespec="seconds"))
+    return LeaseRecord(**{**record.__dict__, **changes}).to_bytes()
+
+
+# ---- end to end ---------------------------------------------------------------------------------
+
+def test_sync_twice_processes_the_new_part_once_and_nothing_else(tmp_path, kaggle, parts):
+    kaggle.reset()
+    kaggle.add_file(dfdc.part_zip_name(0), parts[0])
+    kaggle.add_file("sample_submission.csv", b"filename,label\n")
+
+    first = dfd_sync(tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "part  0: fetched" in first.stdout and "part  0: 4 videos" in first.stdout
+    assert sorted(committed(tmp_path)) == ["00"]
+    assert downloads(kaggle) == [dfdc.part_zip_name(0)]
+    assert not (tmp_path / "out" / LEASE).exists()  # released
+    part0 = mtimes(tmp_path / "out" / "parquet" / "part-00")
+    entry0 = committed(tmp_path)["00"]
+
+    # Part 1 arrives. A second sync started while this one runs finds the lease and stops.
+    kaggle.log.clear()
+    kaggle.add_file(dfdc.part_zip_name(1), parts[1])
+    second = subprocess.Popen(sync_argv(tmp_path), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                              env=_env(tmp_path / "home"))
+    try:
+        deadline = time.monotonic() + 60
+        while read_lease(str(tmp_path / "out")) is None:
+            assert second.poll() is None and time.monotonic() < deadline, "no lease taken"
+            time.sleep(0.05)
+        overlapping = dfd_sync(tmp_path)
+        out, err = second.communicate(timeout=300)
+    finally:
+        second.kill()
+    assert overlapping.returncode == 0, overlapping.stderr
+    [line] = overlapping.stdout.splitlines()
+    assert line.startswith("another sync is running, nothing done: ")
+    assert f"on {socket.gethostname()} (pid {second.pid})" in line
+    assert "fetched" not in overlapping.stdout + overlapping.stderr
+
+    assert second.returncode == 0, err
+    assert "part  1: fetched" in out and "part  1: 4 videos" in out
+    assert "part  0" not in out and "1 part(s) already up to date (00)" in out
+    assert sorted(committed(tmp_path)) == ["00", "01"]
+    assert committed(tmp_path)["00"] == entry0
+    assert mtimes(tmp_path / "out" / "parquet" / "part-00") == part0
+    assert downloads(kaggle) == [dfdc.part_zip_name(1)]  # part 0 is never fetched again
+    rows = pq.read_table(tmp_path / "out" / "parquet", columns=["part"]).column("part")
+    assert set(rows.to_pylist()) == {0, 1}
+
+    # Up to date; the lease a crashed run left behind is taken over.
+    kaggle.log.clear()
+    before = mtimes(tmp_path / "out")
+    (tmp_path / "out" / LEASE).write_bytes(stale_record())
+    third = dfd_sync(tmp_path)
+    assert third.returncode == 0, third.stderr
+    assert third.stdout.splitlines() == ["nothing new: 2 part(s) up to date (00-01)"]
+    assert "taking over the stale lease" in third.stderr
+    assert kaggle.storage_gets() == []
+    assert mtimes(tmp_path / "out") == {p: t for p, t in before.items() if p.name != LEASE}
+
+
+# ---- which parts the fetch stage fetches --------------------------------------------------------
+
+def _entry(part: int, *, size: int, config_hash: str = "h1") -> dict:
+    return {"part": part, "source": f"/staging/{dfdc.part_zip_name(part)}", "source_size": size,
+            "source_checksum": "zipcd-sha256:x", "config_hash": config_hash,
+            "code_version": "0.1.0", "schema_version": 1, "videos_in_metadata": 4,
+            "videos_with_records": 4, "videos_rejected": 0, "fakes_left_out": 0, "records": 12,
+            "committed_at": "2025-01-01T00:00:00+00:00"}
+
+
+def test_a_part_is_fetched_unless_committed_from_the_same_file_and_config(tmp_path):
+    from pipelines.fetch import needs_fetch, plan_fetch
+
+    created = "2019-12-11T18:30:00+00:00"
+    file = CompetitionFile(dfdc.part_zip_name(3), 1000, created)
+    same = _entry(3, size=1000)
+    assert needs_fetch(file, None, config_hash="h1", receipt=None)
+    assert not needs_fetch(file, same, config_hash="h1", receipt=None)
+    assert not needs_fetch(file, same, config_hash="h1", receipt={"created": created})
+    assert needs_fetch(file, same, config_hash="h2", receipt=None)  # new settings
+    assert needs_fetch(file, _entry(3, size=999), config_hash="h1", receipt=None)
+    # Kaggle replaced the file with one of the same size since it was staged
+    assert needs_fetch(file, same, config_hash="h1", receipt={"created": "2020-01-01"})
+
+    listed = {p: CompetitionFile(dfdc.part_zip_name(p), 1000, created) for p in range(4)}
+    manifest = {"parts": {"00": _entry(0, size=1000), "02": _entry(2, size=1000)}}
+    plan = plan_fetch(listed, None, manifest, config_hash_of=lambda p: "h1",
+                      staging=str(tmp_path))
+    assert (plan.to_fetch, plan.up_to_date) == ([1, 3], [0, 2])
+    plan = plan_fetch(listed, {0, 1}, manifest, config_hash_of=lambda p: "h1",
+                      staging=str(tmp_path), force=True)
+    assert (plan.to_fetch, plan.up_to_date) == ([0, 1], [])
+    with pytest.raises(DfdError, match="has no part\\(s\\) 07"):
+        plan_fetch(listed, {1, 7}, manifest, config_hash_of=lambda p: "h1",
+                   staging=str(tmp_path))
+
+
+def test_kaggle_input_without_staging_is_refused_in_one_line(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "dfd.cli", "preprocess", "--input",
+                          f"kaggle://{COMPETITION}", "--output", str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=60, cwd=ROOT,
+                         env=_env(tmp_path))
+    assert run.returncode == 1
+    assert run.stderr.splitlines() == [
+        f"dfd preprocess: error: kaggle://{COMPETITION} needs --staging: a folder or gs:// / "
+        f"s3:// URI where the fetched parts are kept"]
+
+
+# ---- the lease ----------------------------------------------------------------------------------
+
+def test_a_held_lease_blocks_others_until_released(tmp_path):
+    out = str(tmp_path / "out")
+    first = Lease(out, ttl_s=60)
+    first.acquire()
+    with pytest.raises(LeaseHeld) as held:
+        Lease(out, ttl_s=60).acquire()
+    assert f"pid {os.getpid()}" in str(held.value) and held.value.record.holder == first.holder
+    on_disk = json.loads((tmp_path / "out" / LEASE).read_text())
+    assert set(on_disk) == {"holder", "host", "pid", "purpose", "acquired", "expires"}
+    first.release()
+    assert not (tmp_path / "out" / LEASE).exists()
+    second = Lease(out, ttl_s=60)
+    second.acquire()
+    assert read_lease(out).holder == second.holder
+
+
+def test_of_many_racing_for_a_free_lease_exactly_one_wins(tmp_path):
+    out = str(tmp_path / "out")
+    leases = [Lease(out, ttl_s=60) for _ in range(12)]
+    start = threading.Barrier(len(leases))
+    won, refused = [], []
+
+    def race(lease):
+        start.wait()
+        try:
+            lease.acquire()
+            won.append(lease.holder)
+        except LeaseHeld:
+            refused.append(lease.holder)
+
+    threads = [threading.Thread(target=race, args=(lease,)) for lease in leases]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(won) == 1 and len(refused) == 11
+    assert read_lease(out).holder == won[0]
+
+
+def test_stale_leases_are_taken_over_by_exactly_one_run(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    # expired
+    (out / LEASE).write_bytes(stale_record())
+    leases = [Lease(str(out), ttl_s=60) for _ in range(6)]
+    start = threading.Barrier(len(leases))
+    won = []
+
+    def race(lease):
+        start.wait()
+        try:
+            lease.acquire()
+            won.append(lease.holder)
+        except LeaseHeld:
+            pass
+
+    threads = [threading.Thread(target=race, args=(lease,)) for lease in leases]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(won) == 1 and read_lease(str(out)).holder == won[0]
+
+    # not expired, but its holder process on this host is gone
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    future = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)
+    (out / LEASE).write_bytes(stale_record(host=socket.gethostname(),
+                                           pid=int(dead.stdout), expires=future.isoformat()))
+    taker = Lease(str(out), ttl_s=60)
+    taker.acquire()
+    assert read_lease(str(out)).holder == taker.holder
+    # a live holder on another host is respected until its expiry
+    (out / LEASE).write_bytes(stale_record(expires=future.isoformat()))
+    with pytest.raises(LeaseHeld, match="crashed-node"):
+        Lease(str(out), ttl_s=60).acquire()
+
+
+def test_renewal_extends_the_lease_and_notices_a_takeover(tmp_path):
+    out = str(tmp_path / "out")
+    with Lease(out, ttl_s=0.4) as lease:
+        first = lease.record.expires_at()
+        time.sleep(0.5)  # renewed every 0.1 s: still ours after a whole TTL
+        assert read_lease(out).holder == lease.holder and lease.lost is None
+        assert read_lease(out).expires_at() >= first
+        lease.check()
+        # someone else took it (e.g. this process stalled past the TTL)
+        (tmp_path / "out" / LEASE).write_bytes(stale_record(expires=(
+            dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)).isoformat()))
+        deadline = time.monotonic() + 5
+        while lease.lost is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with pytest.raises(LeaseLost, match="now held by sync 00000000 on crashed-node"):
+            lease.check()
+    # not ours: left in place
+    assert read_lease(out).host == "crashed-node"
