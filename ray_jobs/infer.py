@@ -39,11 +39,10 @@ from dfd import manifest as mf
 from dfd import output_tree as ot
 from dfd.config import InferConfig
 from dfd.errors import DfdError
-from dfd.models import FORMAT_VERSION, MODEL_JSON, WEIGHTS_H5
+from dfd.predict import load_model_files, read_model_files, score_crops
 
 log = logging.getLogger(__name__)
 
-MODEL_SUBDIR = "model"  # <run>/model/ holds what dfd.models.save_model wrote
 REJECTED_CROPS = "rejected_crops.parquet"
 REPORT_SUBDIR = "report"
 NO_FACE_REASON = "no_face"  # the reject reason of a video in which no face was found
@@ -180,39 +179,12 @@ def _originals(selection: ShardSelection) -> dict[int, set[str]]:
 
 # ---- the model on the actors -------------------------------------------------------------------
 
-def read_model(run_dir: str) -> tuple[dict[str, bytes], str]:
-    """The saved model's files and its identifier (``<model name>@<run dir name>``).
-
-    The files travel to the actors by value, so workers on other machines need no access to
-    the run dir; a run dir may be local, gs:// or s3://."""
-    files = {}
-    for name in (MODEL_JSON, WEIGHTS_H5):
-        uri = ot.join(run_dir, MODEL_SUBDIR, name)
-        fs, path = storage.resolve(uri)
-        if fs.get_file_info(path).type != pafs.FileType.File:
-            raise DfdError(f"{run_dir} holds no trained model ({MODEL_SUBDIR}/{name} is "
-                           f"missing): is it the run dir of `dfd train`?")
-        with fs.open_input_stream(path) as f:
-            files[name] = f.read()
-    spec = json.loads(files[MODEL_JSON])
-    if spec.get("format_version") != FORMAT_VERSION:
-        raise DfdError(f"{run_dir}: saved model format_version {spec.get('format_version')!r}, "
-                       f"this code reads {FORMAT_VERSION}")
-    run_name = (storage.local_path(run_dir).resolve().name if storage.is_local(run_dir)
-                else run_dir.rstrip("/").rsplit("/", 1)[-1])
-    return files, f"{spec['name']}@{run_name}"
-
-
 class FacePredictor:
     """Scores a batch of face crops; one instance per actor loads the model once."""
 
     def __init__(self, model_files: dict[str, bytes], model_name: str):
-        from dfd.models import load_model
-
-        self._dir = tempfile.TemporaryDirectory(prefix="dfd-model-")
-        for name, blob in model_files.items():
-            Path(self._dir.name, name).write_bytes(blob)
-        self.model = load_model(self._dir.name)
+        # By value, not by path: workers on other machines need no access to the run dir.
+        self.model = load_model_files(model_files)
         self.model_name = model_name
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -242,14 +214,6 @@ class FacePredictor:
                 "frame_index": batch["frame_index"], "face_index": batch["face_index"],
                 "p_fake": p_fake, "model": np.full(n, self.model_name, dtype=object),
                 "error": error}
-
-
-def score_crops(model, x: np.ndarray) -> np.ndarray:
-    """p(FAKE) of each crop of a decoded batch, float64 in [0, 1]."""
-    # A direct call, not model.predict: predict builds a tf.data pipeline per call, which
-    # costs more than a small batch's inference.
-    p = np.asarray(model(x, training=False), dtype=np.float64).reshape(-1)
-    return np.clip(p, 0.0, 1.0)
 
 
 # ---- the job -----------------------------------------------------------------------------------
@@ -336,7 +300,7 @@ def run_inference(data: str, run_dir: str, out: str, *, parts: set[int] | None =
     """Score the selected shards, write predictions, metrics and report; return the metrics."""
     aggregate.get(cfg.aggregation)  # an unknown rule fails before Ray starts
     selection = select_shards(data, parts=parts, split=split)
-    model_files, name = read_model(run_dir)
+    model_files, name = read_model_files(run_dir)
     faceless = faceless_videos(data, selection, split=split)
     log.info("scoring %d shards of parts %s (split %s) with %s on %d actors",
              len(selection.files), selection.parts, split or "any", name, cfg.actors)

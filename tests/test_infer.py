@@ -13,6 +13,7 @@ from dfd.config import InferConfig
 from dfd.errors import DfdError
 from dfd.images import decode_crops
 from dfd.models import load_model
+from dfd.predict import read_model_files
 from tests.infer_fixtures import make_face_tree, make_run_dir
 
 HELD_OUT, MIXED = 5, 1
@@ -145,7 +146,7 @@ def test_split_of_a_faceless_video_follows_its_original(tree):
 
 
 def test_bad_selections_and_run_dirs_fail_with_one_clear_error(tree, tmp_path):
-    from ray_jobs.infer import read_model, run_inference, select_shards
+    from ray_jobs.infer import run_inference, select_shards
 
     _, data, run, _ = tree
     with pytest.raises(DfdError, match=r"no face shards .* parts \[7\].*found \{1: "):
@@ -155,7 +156,7 @@ def test_bad_selections_and_run_dirs_fail_with_one_clear_error(tree, tmp_path):
     with pytest.raises(DfdError, match="no parquet/ folder"):
         select_shards(str(tmp_path), parts=None, split=None)
     with pytest.raises(DfdError, match="no trained model"):
-        read_model(str(tmp_path))
+        read_model_files(str(tmp_path))
     with pytest.raises(ValueError, match="unknown aggregation rule 'vote'"):
         run_inference(str(data), str(run), str(tmp_path / "o"),
                       cfg=InferConfig(aggregation="vote"))
