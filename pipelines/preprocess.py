@@ -20,7 +20,7 @@ import time
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions,
-                                                  StandardOptions)
+                                                  SdkHarnessOptions, StandardOptions)
 
 from dfd import config as cfgmod
 from dfd import dfdc
@@ -67,12 +67,16 @@ def beam_options(beam_args: list[str]) -> PipelineOptions:
     std = options.view_as(StandardOptions)
     if std.runner is None:
         std.runner = "DirectRunner"
+    given = " ".join(beam_args)
     if std.runner in ("DirectRunner", "direct"):
         direct = options.view_as(DirectOptions)
-        if "--direct_running_mode" not in " ".join(beam_args):
+        if "--direct_running_mode" not in given:
             direct.direct_running_mode = "multi_processing"
-        if "--direct_num_workers" not in " ".join(beam_args):
+        if "--direct_num_workers" not in given:
             direct.direct_num_workers = os.cpu_count() or 1
+    if "--default_sdk_harness_log_level" not in given:
+        # Workers log every channel they open at INFO; milestones come from the launcher.
+        options.view_as(SdkHarnessOptions).default_sdk_harness_log_level = "WARNING"
     return options
 
 
