@@ -20,7 +20,7 @@ import time
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions,
-                                                  SdkHarnessOptions, StandardOptions)
+                                                  StandardOptions, WorkerOptions)
 
 from dfd import config as cfgmod
 from dfd import dfdc
@@ -76,7 +76,7 @@ def beam_options(beam_args: list[str]) -> PipelineOptions:
             direct.direct_num_workers = os.cpu_count() or 1
     if "--default_sdk_harness_log_level" not in given:
         # Workers log every channel they open at INFO; milestones come from the launcher.
-        options.view_as(SdkHarnessOptions).default_sdk_harness_log_level = "WARNING"
+        options.view_as(WorkerOptions).default_sdk_harness_log_level = "WARNING"
     return options
 
 
