@@ -17,6 +17,11 @@ folder is the hand-off either way, so a part fetched by a run that later fails i
 again (its receipt says it is verified). On the DirectRunner the fetch pipeline runs threaded
 unless told otherwise: fetching waits on the network, and threads spare it the worker
 processes' start-up.
+
+Workers authenticate to Kaggle themselves: on the DirectRunner they inherit the launcher's
+environment; on a distributed runner the worker image or environment must carry the Kaggle
+credentials (e.g. KAGGLE_CONFIG_DIR on a mounted secret), or every part fails with the
+missing-credentials message.
 """
 from __future__ import annotations
 
@@ -36,7 +41,7 @@ from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions
 from dfd import dfdc
 from dfd import manifest as mf
 from dfd.errors import DfdError
-from dfd.kaggle import AccessDenied, Competition, CompetitionFile, FetchFailed, RetryPolicy
+from dfd.kaggle import AccessDenied, Competition, CompetitionFile, RetryPolicy
 from dfd.kaggle.checks import read_receipt
 from dfd.output_tree import join
 
@@ -121,15 +126,22 @@ class _FetchPartFn(beam.DoFn):
         self.bytes = Metrics.counter(NAMESPACE, "bytes_fetched")
 
     def setup(self):
-        # Authenticates and lists once per worker; the listing is reused for every part.
-        self._competition = Competition(self.competition_name, retry=self.retry,
-                                        scratch_dir=self.scratch_dir)
+        # Authenticates once per worker; the listing is made once and reused for every part.
+        self._competition, self._unusable = None, None
+        try:
+            self._competition = Competition(self.competition_name, retry=self.retry,
+                                            scratch_dir=self.scratch_dir)
+        except DfdError as exc:  # e.g. no credentials on this worker: each part says so
+            self._unusable = str(exc)
 
     def process(self, part: int):
+        if self._unusable:
+            yield self._failure(part, "no_access", self._unusable)
+            return
         try:
             comp = self._competition
             result = comp.fetch(comp.part_file(part), self.staging)
-        except (FetchFailed, AccessDenied, DfdError) as exc:
+        except DfdError as exc:  # FetchFailed, AccessDenied, a part Kaggle no longer lists
             reason = "access_denied" if isinstance(exc, AccessDenied) else "fetch_failed"
             yield self._failure(part, reason, str(exc))
             return

@@ -19,6 +19,7 @@ from dfd import config, dfdc
 from dfd.errors import DfdError
 from dfd.kaggle import CompetitionFile
 from dfd.lease import LEASE, Lease, LeaseHeld, LeaseLost, LeaseRecord, read_lease
+from tests.infer_fixtures import make_run_dir
 from tests.kaggle_standin import KaggleStandIn
 
 COMPETITION = "deepfake-detection-challenge"
@@ -30,7 +31,7 @@ USERNAME, KEY = "dfd-tester", "sync-test-key-5e2d"
 SYNTH = config.SynthConfig(parts=2, originals=2, fakes_per_original=1, width=320, height=180,
                            frames=12, seed=5, zipped=True, portrait_fraction=0.0, workers=1)
 PROCESS_FLAGS = ["--preset", "smoke", "--frames-per-video", "3",
-                 "--direct_running_mode", "in_memory"]
+                 "--direct_running_mode", "in_memory", "--direct_num_workers", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -103,9 +104,12 @@ def test_sync_twice_processes_the_new_part_once_and_nothing_else(tmp_path, kaggl
     entry0 = committed(tmp_path)["00"]
 
     # Part 1 arrives. A second sync started while this one runs finds the lease and stops.
+    # Part 1 is scored with a trained model as it arrives (the run dir of `dfd train`).
     kaggle.log.clear()
     kaggle.add_file(dfdc.part_zip_name(1), parts[1])
-    second = subprocess.Popen(sync_argv(tmp_path), stdout=subprocess.PIPE,
+    run = make_run_dir(tmp_path / "run")
+    second = subprocess.Popen(sync_argv(tmp_path, "--score-with", str(run), "--actors", "1"),
+                              stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, cwd=ROOT,
                               env=_env(tmp_path / "home"))
     try:
@@ -130,19 +134,33 @@ def test_sync_twice_processes_the_new_part_once_and_nothing_else(tmp_path, kaggl
     assert committed(tmp_path)["00"] == entry0
     assert mtimes(tmp_path / "out" / "parquet" / "part-00") == part0
     assert downloads(kaggle) == [dfdc.part_zip_name(1)]  # part 0 is never fetched again
-    rows = pq.read_table(tmp_path / "out" / "parquet", columns=["part"]).column("part")
-    assert set(rows.to_pylist()) == {0, 1}
+    rows = pq.read_table(tmp_path / "out" / "parquet", columns=["part", "video"]).to_pylist()
+    assert {r["part"] for r in rows} == {0, 1}
+
+    # ... and its scores went into the model's generalization report, part 0's did not
+    assert "part  1: scored, videos n=" in out
+    report_dir = run / "generalization"
+    assert f"generalization report (1 part(s)): {report_dir}/report/report.html" in out
+    ledger = json.loads((report_dir / "scored.json").read_text())
+    assert sorted(ledger["parts"]) == ["01"] and ledger["pending"] == []
+    assert ledger["parts"]["01"]["source_checksum"] == committed(tmp_path)["01"]["source_checksum"]
+    videos = pq.read_table(report_dir / "video_predictions.parquet").to_pylist()
+    assert {v["part"] for v in videos} == {1}
+    assert {v["video"] for v in videos} >= {r["video"] for r in rows if r["part"] == 1}
+    assert (report_dir / "report" / "report.html").stat().st_size > 0
+    scores_before = mtimes(report_dir)
 
     # Up to date; the lease a crashed run left behind is taken over.
     kaggle.log.clear()
     before = mtimes(tmp_path / "out")
     (tmp_path / "out" / LEASE).write_bytes(stale_record())
-    third = dfd_sync(tmp_path)
+    third = dfd_sync(tmp_path, "--score-with", str(run))
     assert third.returncode == 0, third.stderr
     assert third.stdout.splitlines() == ["nothing new: 2 part(s) up to date (00-01)"]
     assert "taking over the stale lease" in third.stderr
     assert kaggle.storage_gets() == []
     assert mtimes(tmp_path / "out") == {p: t for p, t in before.items() if p.name != LEASE}
+    assert mtimes(report_dir) == scores_before
 
 
 # ---- which parts the fetch stage fetches --------------------------------------------------------
@@ -291,3 +309,67 @@ def test_renewal_extends_the_lease_and_notices_a_takeover(tmp_path):
             lease.check()
     # not ours: left in place
     assert read_lease(out).host == "crashed-node"
+
+
+# ---- the generalization report -----------------------------------------------------------------
+
+def _write_batch(batch: Path, part: int, *, model: str, shift: float) -> None:
+    """Predictions for one part as run_inference writes them (two videos, two crops each)."""
+    import schemas
+
+    batch.mkdir(parents=True)
+    frames, videos = [], []
+    for label, video in ((0, f"real{part:02d}.mp4"), (1, f"fake{part:02d}.mp4")):
+        p = 0.2 + 0.6 * label + shift
+        frames += [{"video": video, "part": part, "frame_index": i, "face_index": 0,
+                    "label": label, "p_fake": p, "model": model} for i in (0, 10)]
+        videos.append({"video": video, "part": part, "label": label, "p_fake": p, "n_faces": 2,
+                       "aggregation": "mean", "model": model})
+    pq.write_table(schemas.to_arrow_table(frames, schemas.FRAME_PREDICTION),
+                   batch / "frame_predictions.parquet")
+    pq.write_table(schemas.to_arrow_table(videos, schemas.VIDEO_PREDICTION),
+                   batch / "video_predictions.parquet")
+
+
+def test_each_synced_part_is_appended_to_the_generalization_report(tmp_path):
+    from dfd import sync
+
+    report_dir = str(tmp_path / "report")
+    manifest = {"parts": {"00": _entry(0, size=1), "01": _entry(1, size=1),
+                          "02": {**_entry(2, size=1), "records": 0}}}
+    assert sync.mark_pending(report_dir, [0]) == [0]
+    batch = Path(sync.batch_dir(report_dir))
+    _write_batch(batch, 0, model="paper_cnn@r1", shift=0.0)
+    first = sync.append_scores(report_dir, str(batch), parts=[0], manifest=manifest,
+                               model="paper_cnn@r1")
+    assert sorted(first["per_part"]) == ["0"] and not batch.exists()
+    part0 = (tmp_path / "report" / "parts" / "part-00" / "video_predictions.parquet")
+    written = part0.stat().st_mtime_ns
+
+    # A later sync whose scoring died leaves part 1 pending; the next one scores it with the
+    # new part 2 (which has no face record, so there is nothing to score).
+    assert sync.mark_pending(report_dir, [1]) == [1]
+    assert sync.mark_pending(report_dir, [2]) == [1, 2]
+    assert sync.scorable([1, 2], manifest) == ([1], [2])
+    batch = Path(sync.batch_dir(report_dir))
+    _write_batch(batch, 1, model="paper_cnn@r1", shift=0.1)
+    second = sync.append_scores(report_dir, str(batch), parts=[1], manifest=manifest,
+                                model="paper_cnn@r1", done_without_scores=[2])
+    assert sorted(second["per_part"]) == ["0", "1"]
+    assert second["per_part"]["0"] == first["per_part"]["0"]
+    assert second["video"]["n"] == 4 and second["run"]["parts"] == [0, 1]
+    assert part0.stat().st_mtime_ns == written  # an earlier part is not rewritten
+    ledger = sync.read_ledger(report_dir)
+    assert sorted(ledger["parts"]) == ["00", "01"] and ledger["pending"] == []
+    combined = pq.read_table(tmp_path / "report" / "video_predictions.parquet").to_pylist()
+    assert sorted(v["video"] for v in combined) == ["fake00.mp4", "fake01.mp4", "real00.mp4",
+                                                     "real01.mp4"]
+    assert json.loads((tmp_path / "report" / "metrics.json").read_text()) == second
+    html = (tmp_path / "report" / "report" / "report.html").read_text()
+    assert "part 0" in html and "part 1" in html
+
+    batch = Path(sync.batch_dir(report_dir))
+    _write_batch(batch, 3, model="efficientnet_b0@r2", shift=0.0)
+    with pytest.raises(DfdError, match="holds scores of paper_cnn@r1, not efficientnet_b0@r2"):
+        sync.append_scores(report_dir, str(batch), parts=[3], manifest=manifest,
+                           model="efficientnet_b0@r2")

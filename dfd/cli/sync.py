@@ -35,6 +35,10 @@ def register(sub) -> None:
                    help="score the new parts with this training run's model")
     p.add_argument("--report-dir", help="generalization report folder (default: "
                                         "RUN_DIR/generalization)")
+    p.add_argument("--aggregation", help="video score from crop scores when scoring "
+                                         "(default: the preset's)")
+    p.add_argument("--actors", type=int, help="model replicas when scoring")
+    p.add_argument("--gpus-per-actor", type=float)
     p.add_argument("--ray-address", help="Ray cluster for scoring (default: a local Ray)")
     p.add_argument("--lease-ttl", type=float, default=DEFAULT_TTL_S,
                    help="seconds a lease outlives its last renewal (renewed every quarter)")
@@ -71,17 +75,16 @@ def _sync(args, lease) -> dict:
     summary = run_with(args, args.unknown, before_processing=lease.check)
     lease.check()
     new = [s["part"] for s in summary["committed"]]
-    scoring = _score(args, new, lease) if args.score_with else None
-    summary["scored"] = scoring
-    if not new and not summary["failed"] and not summary.get("fetched") and not scoring:
-        skipped = summary["skipped"]
+    skipped = summary["skipped"]
+    nothing_new = not new and not summary["failed"] and not summary.get("fetched")
+    if not nothing_new:
+        print_summary({**summary, "skipped": []})
+        if skipped:
+            print(f"{len(skipped)} part(s) already up to date ({_ranges(skipped)})")
+    summary["scored"] = _score(args, new, lease) if args.score_with else None
+    if nothing_new and not summary["scored"]:
         print(f"nothing new: {len(skipped)} part(s) up to date"
               + (f" ({_ranges(skipped)})" if skipped else ""))
-        return summary
-    print_summary({**summary, "skipped": []})
-    if summary["skipped"]:
-        print(f"{len(summary['skipped'])} part(s) already up to date "
-              f"({_ranges(summary['skipped'])})")
     return summary
 
 
@@ -106,9 +109,10 @@ def _score(args, new: list[int], lease) -> dict | None:
     from ray_jobs.infer import run_inference
 
     batch = sync.batch_dir(report_dir)
-    scored = run_inference(args.output, args.score_with, batch, parts=set(parts),
-                           cfg=cfgmod.preset("infer", args.preset), address=args.ray_address,
-                           write_report=False)
+    cfg = cfgmod.override(cfgmod.preset("infer", args.preset), aggregation=args.aggregation,
+                          actors=args.actors, gpus_per_actor=args.gpus_per_actor)
+    scored = run_inference(args.output, args.score_with, batch, parts=set(parts), cfg=cfg,
+                           address=args.ray_address, write_report=False)
     lease.check()
     evaluated = sync.append_scores(report_dir, batch, parts=parts, manifest=manifest,
                                    model=scored["run"]["model"], run_dir=args.score_with,
