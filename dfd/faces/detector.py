@@ -59,7 +59,7 @@ class Detector:
     """
     name: ClassVar[str] = ""
 
-    def __init__(self, *, max_side: int = 640, min_face: int = 40, score_threshold: float = 0.9,
+    def __init__(self, *, max_side: int = 480, min_face: int = 40, score_threshold: float = 0.9,
                  max_faces: int = 1, batch_size: int = 16):
         if max_side < 32:
             raise ValueError(f"max_side must be >= 32, got {max_side}")
