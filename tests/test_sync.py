@@ -200,6 +200,44 @@ def test_a_part_is_fetched_unless_committed_from_the_same_file_and_config(tmp_pa
                    staging=str(tmp_path))
 
 
+def test_fetch_stage_stages_parts_and_tags_those_it_cannot_fetch(tmp_path, kaggle, parts,
+                                                                  monkeypatch):
+    from pipelines.fetch import run_fetch
+
+    kaggle.reset()
+    for p in (0, 1):
+        kaggle.add_file(dfdc.part_zip_name(p), parts[p])
+    for name in [k for k in os.environ if k.startswith("KAGGLE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("KAGGLE_API_ENVIRONMENT", "TEST")
+    monkeypatch.setenv("KAGGLE_USERNAME", USERNAME)
+    monkeypatch.setenv("KAGGLE_KEY", KEY)
+    staging = tmp_path / "staging"
+    beam_args = ["--direct_num_workers", "2"]
+
+    # The driver listed parts 0-2; part 2 is gone from Kaggle by the time a worker asks.
+    fetched = run_fetch([0, 1, 2], competition=COMPETITION, staging=str(staging),
+                        beam_args=beam_args)
+    assert [(r["part"], r["status"]) for r in fetched["staged"]] == [(0, "fetched"),
+                                                                      (1, "fetched")]
+    [failed] = fetched["failed"]
+    assert (failed["part"], failed["reason"]) == (2, "fetch_failed")
+    assert "has no part 2" in failed["detail"]
+    for p in (0, 1):
+        assert (staging / dfdc.part_zip_name(p)).read_bytes() == parts[p]
+    assert not (staging / "_fetch_runs").exists() or not list((staging / "_fetch_runs")
+                                                                .iterdir())
+
+    # Workers without credentials: every part says why, the pipeline still completes.
+    monkeypatch.delenv("KAGGLE_KEY")
+    denied = run_fetch([0, 1], competition=COMPETITION, staging=str(tmp_path / "other"),
+                       beam_args=beam_args)
+    assert denied["staged"] == [] and [f["reason"] for f in denied["failed"]] == ["no_access"] * 2
+    assert "incomplete Kaggle credentials: KAGGLE_KEY is not set" in denied["failed"][0]["detail"]
+    assert KEY not in json.dumps(denied)
+
+
 def test_kaggle_input_without_staging_is_refused_in_one_line(tmp_path):
     run = subprocess.run([sys.executable, "-m", "dfd.cli", "preprocess", "--input",
                           f"kaggle://{COMPETITION}", "--output", str(tmp_path / "out")],
