@@ -12,7 +12,7 @@ import numpy as np
 
 from schemas.records import CROP_SIZE
 
-INPUT_SCALE = 1.0 / 255.0  # the paper's ImageDataGenerator(rescale=1/255)
+PIXEL_MAX = 255.0  # inputs are pixel / 255, the paper's ImageDataGenerator(rescale=1/255)
 
 
 def decode_crops(images: Sequence[bytes], *, size: int = CROP_SIZE) -> np.ndarray:
@@ -30,7 +30,8 @@ def decode_crops(images: Sequence[bytes], *, size: int = CROP_SIZE) -> np.ndarra
         if bgr.shape[:2] != (size, size):
             bgr = cv2.resize(bgr, (size, size), interpolation=cv2.INTER_AREA)
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        np.multiply(rgb, INPUT_SCALE, out=out[i], dtype=np.float32)
+        # A division (not a multiply by 1/255) rounds the same in numpy and TensorFlow.
+        np.divide(rgb, np.float32(PIXEL_MAX), out=out[i], dtype=np.float32)
     return out
 
 
@@ -52,4 +53,4 @@ def decode_crop_tensor(encoded, *, size: int = CROP_SIZE):
 
     image = tf.cond(tf.logical_and(shape[0] == size, shape[1] == size), lambda: image, resized)
     image = tf.reshape(image, (size, size, 3))
-    return tf.cast(image, tf.float32) * INPUT_SCALE
+    return tf.cast(image, tf.float32) / PIXEL_MAX

@@ -289,6 +289,13 @@ def write_plots(run_dir: str, history: list[dict]) -> list[str]:
     return written
 
 
+def _root_cause(exc: BaseException) -> str:
+    """The last 'SomeError: message' line of a worker's traceback, for a one-line error."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    causes = [line for line in lines if line.split(":", 1)[0].split(".")[-1].endswith("Error")]
+    return causes[-1] if causes else (lines[-1] if lines else type(exc).__name__)
+
+
 def run(data: str, run_dir: str, cfg: TrainConfig, *, address: str | None = None) -> dict:
     """Train (or continue training) into run_dir; return a summary of the finished run."""
     check_config(cfg)
@@ -321,7 +328,9 @@ def run(data: str, run_dir: str, cfg: TrainConfig, *, address: str | None = None
         try:
             result = trainer.fit()
         except ray.train.TrainingFailedError as exc:
-            raise DfdError(f"training failed after {cfg.max_failures} restarts: {exc}") from exc
+            log.debug("training failed", exc_info=True)
+            raise DfdError(f"training failed (after {cfg.max_failures} restarts from the last "
+                           f"checkpoint): {_root_cause(exc)}") from exc
     finally:
         if started_ray:
             ray.shutdown()

@@ -1,0 +1,330 @@
+"""Training input (index, re-balancing, worker shares, tf.data) and the Ray Train job end to end."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from dfd import images, output_tree, train_input
+from dfd.config import TrainConfig
+from dfd.errors import DfdError
+from train_fixtures import make_face_dataset
+
+SPLITS = {"train": 8, "validation": 3}
+FAKES_PER_ORIGINAL = 2  # as if the pipeline kept all fakes: re-balancing has work to do
+FRAMES = 5
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> tuple[str, dict]:
+    root = tmp_path_factory.mktemp("faces")
+    counts = make_face_dataset(root, parts=(0, 1), per_split=SPLITS,
+                               fakes_per_original=FAKES_PER_ORIGINAL, frames=FRAMES,
+                               formats=("parquet",))
+    return str(root), counts
+
+
+@pytest.fixture(scope="module")
+def train_index(data) -> train_input.FaceIndex:
+    return train_input.build_index(data[0], "train")
+
+
+def records_by_key(root: str, split: str) -> dict:
+    table = pq.read_table(output_tree.format_dir(root, "parquet"),
+                          filters=[("split", "=", split)])
+    return {(r["video"], r["frame_index"]): r for r in table.to_pylist()}
+
+
+# ---- index -------------------------------------------------------------------------------------
+
+def test_index_counts_every_committed_record(data, train_index):
+    root, counts = data
+    assert train_index.counts() == {"records": counts["records"]["train"],
+                                    "real": counts["real"]["train"],
+                                    "fake": counts["fake"]["train"]}
+    assert len(train_index.files) == 2
+    assert len(train_index.originals) == 2 * SPLITS["train"]
+    assert len(train_index.videos) == 2 * SPLITS["train"] * (1 + FAKES_PER_ORIGINAL)
+
+
+def test_index_skips_parts_the_manifest_does_not_list(tmp_path):
+    make_face_dataset(tmp_path, parts=(0,), per_split={"train": 2}, formats=("parquet",))
+    manifest = (tmp_path / "manifest.json").read_text()
+    make_face_dataset(tmp_path, parts=(3,), per_split={"train": 2}, formats=("parquet",))
+    (tmp_path / "manifest.json").write_text(manifest)  # part 3 written but never committed
+    staging = Path(output_tree.part_dir(str(tmp_path), "parquet", 4, staging=True))
+    staging.mkdir()
+    index = train_input.build_index(str(tmp_path), "train")
+    assert [Path(f).parent.name for f in index.files] == ["part-00"]
+
+
+def test_index_refuses_a_tree_without_manifest(tmp_path):
+    with pytest.raises(DfdError, match="no manifest.json"):
+        train_input.build_index(str(tmp_path), "train")
+
+
+# ---- per-epoch re-balancing --------------------------------------------------------------------
+
+def test_each_epoch_is_balanced_and_rotates_through_every_fake(train_index):
+    seen = set()
+    for epoch in range(FAKES_PER_ORIGINAL):
+        rows = train_input.epoch_rows(train_index, epoch=epoch)
+        counts = train_index.counts(rows)
+        assert counts["real"] == counts["fake"] == train_index.counts()["real"]
+        fakes = rows[train_index.label[rows] == 1]
+        # One fake video per original, with all its crops.
+        per_original = {}
+        for o, v in zip(train_index.original[fakes], train_index.video[fakes]):
+            per_original.setdefault(o, set()).add(v)
+        assert len(per_original) == 2 * SPLITS["train"]
+        assert all(len(v) == 1 for v in per_original.values())
+        assert not seen & set(fakes.tolist())
+        seen |= set(fakes.tolist())
+    assert seen == set(np.flatnonzero(train_index.label == 1).tolist())
+    np.testing.assert_array_equal(train_input.epoch_rows(train_index, epoch=FAKES_PER_ORIGINAL),
+                                  train_input.epoch_rows(train_index, epoch=0))
+
+
+def test_balanced_data_and_no_rebalance_keep_every_record(tmp_path, train_index):
+    make_face_dataset(tmp_path, parts=(0,), per_split={"train": 3}, fakes_per_original=1,
+                      formats=("parquet",))
+    balanced = train_input.build_index(str(tmp_path), "train")
+    assert not train_input.needs_rebalancing(balanced)
+    assert len(train_input.epoch_rows(balanced, epoch=1)) == len(balanced)
+    assert len(train_input.epoch_rows(train_index, epoch=1, rebalance=False)) == len(train_index)
+
+
+# ---- worker shares -----------------------------------------------------------------------------
+
+def test_training_shares_are_equal_disjoint_and_reshuffled_each_epoch(train_index):
+    rows = train_input.epoch_rows(train_index, epoch=0)
+    shares = [train_input.worker_rows(train_index, rows, rank=r, world=3, epoch=0, seed=0,
+                                      shuffle=True, pad=False)[0] for r in range(3)]
+    assert {len(s) for s in shares} == {len(rows) // 3}
+    union = np.concatenate(shares)
+    assert len(set(union.tolist())) == len(union)
+    assert set(union.tolist()) <= set(rows.tolist())
+    again = train_input.worker_rows(train_index, rows, rank=0, world=3, epoch=0, seed=0,
+                                    shuffle=True, pad=False)[0]
+    np.testing.assert_array_equal(again, shares[0])  # every worker computes the same plan
+    later = train_input.worker_rows(train_index, rows, rank=0, world=3, epoch=1, seed=0,
+                                    shuffle=True, pad=False)[0]
+    assert not np.array_equal(later, shares[0])
+
+
+def test_validation_shares_cover_every_record_once_with_padding_weighted_zero(train_index):
+    rows = np.arange(len(train_index) - 1)  # not a multiple of the worker count
+    shares = [train_input.worker_rows(train_index, rows, rank=r, world=4, epoch=0, seed=0,
+                                      shuffle=False, pad=True) for r in range(4)]
+    assert len({len(s[0]) for s in shares}) == 1
+    weighted = np.concatenate([s[0][s[1] == 1] for s in shares])
+    assert sorted(weighted.tolist()) == rows.tolist()
+    assert sum(int((s[1] == 0).sum()) for s in shares) == -len(rows) % 4
+
+
+# ---- tf.data -----------------------------------------------------------------------------------
+
+def test_dataset_yields_the_records_images_and_labels(data, train_index):
+    root, _ = data
+    rows, weights = train_input.worker_rows(
+        train_index, train_input.epoch_rows(train_index, epoch=0), rank=1, world=2, epoch=0,
+        seed=0, shuffle=True, pad=False)
+    ds = train_input.face_dataset(train_index, rows, weights, batch_size=8, training=False)
+    decoded = {}
+    for record in records_by_key(root, "train").values():
+        decoded.setdefault(images.decode_crops([record["image"]])[0].tobytes(), []).append(record)
+    n = 0
+    for x, y, w in ds:
+        assert x.shape[1:] == (256, 256, 3)
+        for image, label in zip(x.numpy(), y.numpy()[:, 0]):
+            matches = decoded[image.tobytes()]
+            assert {m["label"] for m in matches} == {int(label)}
+            n += 1
+        assert np.all(w.numpy() == 1)
+    assert n == len(rows)
+
+
+def test_training_batches_are_full_shuffled_and_read_across_row_groups(tmp_path):
+    make_face_dataset(tmp_path, parts=(0,), per_split={"train": 3}, fakes_per_original=1,
+                      formats=("parquet",))
+    shard = output_tree.shard_path(str(tmp_path), "parquet", 0, "train", 0, 1)
+    pq.write_table(pq.read_table(shard), shard, row_group_size=7)  # 30 rows -> 5 row groups
+    index = train_input.build_index(str(tmp_path), "train")
+    assert index.row_group.max() == 4
+    rows, weights = train_input.worker_rows(index, np.arange(len(index)), rank=0, world=1,
+                                            epoch=0, seed=0, shuffle=True, pad=False)
+    ds = train_input.face_dataset(index, rows, weights, batch_size=4, training=True, seed=1)
+    batches = list(ds)
+    assert [len(b[0]) for b in batches] == [4] * (len(index) // 4)
+    labels = np.concatenate([b[1].numpy()[:, 0] for b in batches])
+    assert 0 < labels.mean() < 1
+    by_key = records_by_key(str(tmp_path), "train")
+    wanted = {images.decode_crops([r["image"]])[0].tobytes(): r["label"] for r in by_key.values()}
+    for x, y, _ in batches:
+        for image, label in zip(x.numpy(), y.numpy()[:, 0]):
+            assert wanted[image.tobytes()] == label
+
+
+# ---- the job's checks before any Ray starts ----------------------------------------------------
+
+def test_settings_that_cannot_train_are_refused_before_starting(data):
+    from ray_jobs import train
+
+    with pytest.raises(DfdError, match="multiple of --workers"):
+        train.check_config(TrainConfig(batch_size=15, workers=2))
+    with pytest.raises(DfdError, match="unknown model"):
+        train.check_config(TrainConfig(model="resnet"))
+    with pytest.raises(DfdError, match="unknown augmentation"):
+        train.check_config(TrainConfig(augment="shear"))
+    with pytest.raises(DfdError, match="too few for a global batch"):
+        train.load_indexes(data[0], TrainConfig(batch_size=512, workers=2))
+
+
+# ---- Ray Train end to end ----------------------------------------------------------------------
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _train_workers() -> list[int]:
+    """Ray Train worker processes started by this test process (never anyone else's)."""
+    found = []
+    for pid in _descendants(os.getpid()):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"RayTrainWorker" in cmdline:
+            found.append(pid)
+    return found
+
+
+class WorkerKiller(threading.Thread):
+    """Kills one training worker once the run has finished ``after_epochs`` epochs."""
+
+    def __init__(self, run_dir: Path, after_epochs: int):
+        super().__init__(daemon=True)
+        self.run_dir, self.after_epochs = run_dir, after_epochs
+        self.epochs_done_at_kill: int | None = None
+        self.stop = threading.Event()
+
+    def run(self):
+        history = self.run_dir / "history.json"
+        while not self.stop.wait(0.2):
+            try:
+                done = len(json.loads(history.read_text()))
+            except (OSError, ValueError):
+                continue
+            workers = _train_workers()
+            if done >= self.after_epochs and workers:
+                os.kill(max(workers), signal.SIGKILL)
+                self.epochs_done_at_kill = done
+                return
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray
+
+    from ray_jobs import train
+
+    started = train.init_ray(None, TrainConfig(workers=2))
+    yield
+    if started:
+        ray.shutdown()
+
+
+def untrained_auc(root: str, seed: int) -> float:
+    import tf_keras as keras
+
+    from dfd import models
+
+    records = list(records_by_key(root, "validation").values())
+    keras.utils.set_random_seed(seed)
+    model = models.build_model("paper_cnn")
+    x = images.decode_crops([r["image"] for r in records])
+    return metrics_auc([r["label"] for r in records], model(x, training=False).numpy()[:, 0])
+
+
+def metrics_auc(labels, scores) -> float:
+    from dfd import metrics
+
+    return float(metrics.roc_auc(np.asarray(labels), np.asarray(scores)))
+
+
+def test_two_workers_learn_and_a_killed_worker_costs_at_most_one_epoch(data, local_ray, tmp_path):
+    from dfd import models
+    from ray_jobs import train
+
+    root, _ = data
+    run_dir = tmp_path / "run"
+    cfg = TrainConfig(epochs=6, batch_size=16, workers=2, max_failures=2, seed=0)
+    killer = WorkerKiller(run_dir, after_epochs=2)
+    killer.start()
+    try:
+        summary = train.run(root, str(run_dir), cfg)
+    finally:
+        killer.stop.set()
+    assert killer.epochs_done_at_kill is not None, "the worker was never killed"
+
+    # The run restarted once, from the last checkpoint: at most the epoch in flight was lost.
+    attempts = json.loads((run_dir / "attempts.json").read_text())
+    assert [a["start_epoch"] for a in attempts][0] == 0 and len(attempts) == 2
+    assert killer.epochs_done_at_kill <= attempts[1]["start_epoch"] <= cfg.epochs - 1
+    history = json.loads((run_dir / "history.json").read_text())
+    assert [h["epoch"] for h in history] == list(range(cfg.epochs))
+    for name in ("loss", "accuracy", "precision", "recall", "auc"):
+        assert all(0 <= h[name] <= 1 or name == "loss" for h in history)
+        assert all(f"val_{name}" in h for h in history)
+
+    # The final model learned: validation AUC well above the untrained model's.
+    model = models.load_model(str(run_dir / "model"))
+    records = list(records_by_key(root, "validation").values())
+    x = images.decode_crops([r["image"] for r in records])
+    trained = metrics_auc([r["label"] for r in records], model(x, training=False).numpy()[:, 0])
+    before = untrained_auc(root, cfg.seed)
+    assert trained >= 0.85 and trained >= before + 0.25, (before, trained)
+    assert summary["final"]["val_auc"] >= 0.85
+
+    # Everything the inference job and the report read is in the run dir.
+    assert {p.name for p in (run_dir / "plots").iterdir()} == {
+        "accuracy.png", "auc_precision_recall.png", "loss.png"}
+    assert list((run_dir / "tensorboard" / "validation").glob("events.out.tfevents.*"))
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["train"]["model"] == "paper_cnn" and len(config["data_manifest_hash"]) == 16
+    assert list((run_dir / "ray").glob("checkpoint_*"))
+
+    # `dfd train` again on the same run dir with more epochs continues where it stopped, here
+    # on one worker (the worker count may change between runs).
+    from dfd.cli import main
+
+    argv = ["train", "--data", root, "--run-dir", str(run_dir), "--epochs", "7",
+            "--batch-size", "16", "--workers", "1", "--max-failures", "2"]
+    assert main(argv) == 0
+    attempts = json.loads((run_dir / "attempts.json").read_text())
+    assert attempts[-1]["start_epoch"] == 6
+    assert [h["epoch"] for h in json.loads((run_dir / "history.json").read_text())] == \
+        list(range(7))
+
+    # ... but not with settings of another experiment.
+    assert main(argv[:-2] + ["--learning-rate", "0.01"]) == 1
