@@ -104,7 +104,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "synth": SynthConfig(parts=3, originals=6, fakes_per_original=2, width=480, height=272,
                              frames=30),
         "preprocess": PreprocessConfig(frames_per_video=5, test_parts=(2,)),
-        "train": TrainConfig(epochs=6, batch_size=32, workers=2),
+        # ~150 crops: a batch of 16 gives enough steps in 6 epochs to learn the synthetic fakes.
+        "train": TrainConfig(epochs=6, batch_size=16, workers=2),
         "infer": InferConfig(batch_size=128, actors=2),
     },
     "paper": {
@@ -119,7 +120,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "preprocess": PreprocessConfig(frames_per_video=32, sampling="uniform",
                                        fakes_per_original=None, shards_per_split=8,
                                        test_parts=(45, 46, 47, 48, 49)),
-        "train": TrainConfig(epochs=40, batch_size=256, workers=8, gpus_per_worker=1.0),
+        "train": TrainConfig(epochs=40, batch_size=256, workers=8, gpus_per_worker=1.0,
+                             cpus_per_worker=8.0),  # JPEG decoding must keep a GPU fed
         "infer": InferConfig(batch_size=1024, actors=8, gpus_per_actor=1.0),
     },
 }
