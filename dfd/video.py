@@ -162,6 +162,8 @@ class VideoReader:
         size = size if size is not None else source_size(source)
         if size is not None and size > limits.max_video_bytes:
             raise VideoTooLarge(f"{size} bytes, limit {limits.max_video_bytes}")
+        # One budget for the whole video, however many read() calls it takes.
+        self._deadline = time.monotonic() + limits.max_decode_seconds
         try:
             self._open()
             self.info = self._probe()
@@ -174,8 +176,6 @@ class VideoReader:
     def _open(self) -> None:
         try:
             target, owned = _open_stream(self._source)
-        except VideoError:
-            raise
         except Exception as exc:  # an opener's own failure (missing member, network, size)
             raise UnreadableVideo(f"cannot open source: {type(exc).__name__}: {exc}") from None
         self._owned = target if owned else None
@@ -195,9 +195,13 @@ class VideoReader:
 
     def _count_frames(self) -> int:
         """Frames by demuxing alone, for containers that do not store the count; then reopen."""
+        n = 0
         try:
-            n = sum(1 for p in self._container.demux(self._stream) if p.size)
-        except Exception as exc:
+            for packet in self._container.demux(self._stream):
+                n += 1 if packet.size else 0
+                if n > self.limits.max_frames:
+                    raise TooManyFrames(f"over {self.limits.max_frames} frames")
+        except av.error.FFmpegError as exc:
             raise TruncatedVideo(f"cannot demux: {exc}") from None
         self._close_container()
         if self._owned is None and hasattr(self._source, "seek"):
@@ -217,7 +221,7 @@ class VideoReader:
             raise NoFrames("the video stream has no frames")
         if frame_count > limits.max_frames:
             raise TooManyFrames(f"{frame_count} frames, limit {limits.max_frames}")
-        first = self._decode_next(deadline=time.monotonic() + limits.max_decode_seconds)
+        first = self._decode_next()
         if first is None:
             raise NoFrames(f"container lists {frame_count} frames, none decodes")
         self._pending = first
@@ -231,11 +235,11 @@ class VideoReader:
 
     # -- decoding
 
-    def _decode_next(self, *, deadline: float) -> av.VideoFrame | None:
+    def _decode_next(self) -> av.VideoFrame | None:
         if self._pending is not None:
             frame, self._pending = self._pending, None
             return frame
-        if time.monotonic() > deadline:
+        if time.monotonic() > self._deadline:
             raise DecodeTimeout(f"over {self.limits.max_decode_seconds} s decoding, at frame "
                                 f"{self._next_index}")
         try:
@@ -268,9 +272,8 @@ class VideoReader:
                              f"{self.info.frame_count} frames")
         todo = set(wanted)
         out: dict[int, np.ndarray] = {}
-        deadline = time.monotonic() + self.limits.max_decode_seconds
         while self._next_index <= wanted[-1]:
-            frame = self._decode_next(deadline=deadline)
+            frame = self._decode_next()
             if frame is None:
                 raise TruncatedVideo(f"stream ends after {self._next_index} of "
                                      f"{self.info.frame_count} frames; frame {min(todo)} missing")

@@ -156,6 +156,9 @@ def test_container_without_a_stored_frame_count_is_counted_by_demuxing(tmp_path)
             assert video.info == VideoInfo(fps=25.0, frame_count=12, width=320, height=240)
             out = video.read([3, 11])
         assert all(np.array_equal(out[i], reference[i]) for i in (3, 11))
+    # Counting stops at the frame limit rather than demuxing an endless stream.
+    with pytest.raises(TooManyFrames, match="over 5"):
+        open_video(path, limits=Limits(max_frames=5))
 
 
 # ---- failures -----------------------------------------------------------------------------------
