@@ -43,7 +43,6 @@ import time
 import uuid
 from pathlib import Path
 
-from dfd import storage
 from dfd.errors import DfdError
 from dfd.output_tree import join
 
@@ -247,6 +246,8 @@ def read_lease(output: str) -> LeaseRecord | None:
 # ---- stores: read, and compare-and-swap create / replace / delete -----------------------------
 
 def _store_for(uri: str):
+    from dfd import storage  # pyarrow: not loaded by every `dfd` command that imports this
+
     if storage.is_local(uri):
         return _LocalStore(storage.local_path(uri))
     if uri.startswith("gs://"):
