@@ -109,12 +109,21 @@ def test_detection_on_a_downscaled_frame_maps_boxes_back_to_source_pixels(detect
     big = cv2.resize(image, (image.shape[1] * 3, image.shape[0] * 3),
                      interpolation=cv2.INTER_CUBIC)
     detector = detectors[name].with_options(max_side=image.shape[0])
-    assert detector.detection_size(big.shape[1], big.shape[0]) == (image.shape[1],
-                                                                   image.shape[0])
+    dw, dh = detector.detection_size(big.shape[1], big.shape[0])
+    assert abs(dw - image.shape[1]) <= detector.stride / 2
+    assert abs(dh - image.shape[0]) <= detector.stride / 2
     [[small_face]], [[big_face]] = detector.detect([image]), detector.detect([big])
     assert iou(np.array(small_face.box) * 3, big_face.box) >= 0.9
     nose_small, nose_big = np.array(small_face.landmarks[2]), np.array(big_face.landmarks[2])
     assert np.abs(nose_small * 3 - nose_big).max() < 12
+
+
+def test_detection_size_shrinks_to_max_side_in_stride_multiples_and_never_enlarges():
+    retina, mtcnn = get_detector("retinaface", max_side=480), get_detector("mtcnn", max_side=480)
+    assert retina.detection_size(1920, 1080) == (480, 256)  # no compute spent on padding
+    assert retina.detection_size(1080, 1920) == (256, 480)
+    assert mtcnn.detection_size(1920, 1080) == (480, 270)  # MTCNN takes any size
+    assert retina.detection_size(320, 240) == mtcnn.detection_size(320, 240) == (320, 240)
 
 
 def test_a_batch_gives_what_single_frames_give_and_keeps_input_order(detectors):

@@ -58,6 +58,9 @@ class Detector:
     driver and shipped to workers (or built in a Beam DoFn's setup) is cheap to move.
     """
     name: ClassVar[str] = ""
+    # Input sides the network needs to be multiples of; a downscaled frame is sized to them
+    # rather than padded, so no compute goes to padding.
+    stride: ClassVar[int] = 1
 
     def __init__(self, *, max_side: int = 480, min_face: int = 40, score_threshold: float = 0.9,
                  max_faces: int = 1, batch_size: int = 16):
@@ -112,9 +115,14 @@ class Detector:
         return self._model
 
     def detection_size(self, width: int, height: int) -> tuple[int, int]:
-        """The (width, height) a frame of this size is detected at."""
-        scale = min(1.0, self.max_side / max(width, height))
-        return max(1, round(width * scale)), max(1, round(height * scale))
+        """The (width, height) a frame of this size is detected at: at most max_side, never
+        enlarged; when shrunk, each side is rounded to the stride (a few percent of anisotropy
+        that the boxes are mapped back through)."""
+        scale = self.max_side / max(width, height)
+        if scale >= 1.0:
+            return width, height
+        k = self.stride
+        return (max(k, round(width * scale / k) * k), max(k, round(height * scale / k) * k))
 
     def detect(self, frames: Sequence[np.ndarray]) -> list[list[Face]]:
         """Faces per frame, primary (largest confident) face first."""

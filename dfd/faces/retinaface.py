@@ -30,6 +30,7 @@ VARIANCES = (0.1, 0.2)
 STRIDE = 32
 NMS_IOU = 0.4
 PRE_NMS_SCORE = 0.5  # what the graph's own NMS keeps; the policy threshold applies later
+PRE_NMS_TOP_K = 1000  # bounds NMS's quadratic cost on a frame full of face-like texture
 
 
 def graph_path() -> Path:
@@ -95,7 +96,8 @@ def decode(loc: np.ndarray, landm: np.ndarray, anchors: np.ndarray):
 
 
 def pad_to_stride(images: list[np.ndarray]) -> np.ndarray:
-    """Stack same-sized images into a float32 batch padded (bottom, right) to the stride."""
+    """Stack same-sized images into a float32 batch padded (bottom, right) to the stride
+    (frames already smaller than the detection size are padded, not resized)."""
     h, w = images[0].shape[:2]
     ph, pw = -(-h // STRIDE) * STRIDE, -(-w // STRIDE) * STRIDE
     batch = np.zeros((len(images), ph, pw, 3), dtype=np.float32)
@@ -106,6 +108,7 @@ def pad_to_stride(images: list[np.ndarray]) -> np.ndarray:
 
 class RetinaFaceDetector(Detector):
     name = "retinaface"
+    stride = STRIDE
 
     def _load(self):
         return load_graph(HEADS)
@@ -115,17 +118,18 @@ class RetinaFaceDetector(Detector):
         _, ph, pw, _ = batch.shape
         loc, landm, conf = self.model(batch)
         anchors = priors(ph, pw)
-        scale = np.array([pw, ph])
+        padded = np.array([pw, ph])  # the heads' coordinates are fractions of the padded input
         out = []
         for b in range(len(images)):
             scores = conf[b, :, 1]
             keep = np.flatnonzero(scores >= min(PRE_NMS_SCORE, self.score_threshold))
+            keep = keep[np.argsort(-scores[keep], kind="stable")[:PRE_NMS_TOP_K]]
             if keep.size == 0:
                 out.append(RawDetections.empty())
                 continue
             boxes, marks = decode(loc[b, keep], landm[b, keep], anchors[keep])
-            boxes = boxes * np.tile(scale, 2)
+            boxes = boxes * np.tile(padded, 2)
             kept = nms(boxes, scores[keep], NMS_IOU)
             out.append(RawDetections(boxes[kept], scores[keep][kept].astype(np.float64),
-                                     marks[kept] * scale))
+                                     marks[kept] * padded))
         return out
