@@ -24,12 +24,11 @@ def render_clips(plan: OriginalPlan, folder: str | Path, *, fps: int,
     scene = sample_scene(np.random.default_rng(plan.seed), width=plan.width,
                          height=plan.height, fps=fps, frames=frames)
     renderer = SceneRenderer(scene)
-    portrait = PORTRAITS[scene.actor.portrait]
-    face_width = scene.face_height * portrait.face_size[0] / portrait.face_size[1] * scene.actor.aspect
+    actor_landmarks = np.asarray(PORTRAITS[scene.actor.portrait].landmarks)
     swaps = [sample_swap(np.random.default_rng(f.seed), actor=scene.actor.portrait)
              for f in plan.fakes]
-    swappers = [FaceSwapper(s, actor_landmarks=np.asarray(portrait.landmarks),
-                            face_width=face_width) for s in swaps]
+    swappers = [FaceSwapper(s, actor_landmarks=actor_landmarks,
+                            face_width=renderer.face_size[0]) for s in swaps]
     names = [plan.name] + [f.name for f in plan.fakes]
     writers = [H264Writer(folder / name, width=plan.width, height=plan.height, fps=fps)
                for name in names]
