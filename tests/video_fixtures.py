@@ -132,7 +132,7 @@ def as_stream(path: Path) -> io.BytesIO:
 
 
 @functools.lru_cache(maxsize=None)
-def synth_part(originals: int = 2, fakes_per_original: int = 1, frames: int = 24,
+def synth_part(originals: int = 2, fakes_per_original: int = 1, frames: int = 16,
                width: int = 480, height: int = 272, portrait_fraction: float = 0.5,
                seed: int = 0) -> Path:
     """An unzipped synthetic DFDC part (dfd.synth), with its synth_truth.json."""
