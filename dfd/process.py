@@ -42,6 +42,10 @@ class GroupResult:
     stats: dict[str, int]  # counters, named in STATS
 
 
+# Counters of a group (Beam turns them into metrics). frames_decoded counts every frame through
+# the decoder, frames_sampled the ones kept; boxes_reused counts fake frames cropped with the
+# original's boxes, fakes_detected_alone the fakes that had no usable original; *_ms are
+# wall-clock milliseconds.
 STATS = ("videos", "videos_with_faces", "videos_rejected", "frames_decoded", "frames_sampled",
          "frames_detected", "faces_detected", "boxes_reused", "fakes_detected_alone",
          "frames_without_face", "records", "image_bytes", "decode_ms", "detect_ms", "crop_ms")
