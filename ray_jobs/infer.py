@@ -25,7 +25,7 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -55,6 +55,7 @@ FACE_COLUMNS = ["video", "part", "label", "frame_index", "face_index", "image"]
 @dataclasses.dataclass(frozen=True)
 class ShardSelection:
     files: list[str]  # Parquet shard URIs
+    total_bytes: int  # their size on storage
     parts: list[int]  # parts that have at least one selected shard
     whole_parts: frozenset[int]  # parts all of whose shards are selected (every split)
 
@@ -70,6 +71,7 @@ def select_shards(data: str, *, parts: set[int] | None, split: str | None) -> Sh
         raise DfdError(f"{data} has no parquet/ folder of face shards: is it the --out of "
                        f"`dfd preprocess`?")
     found: dict[int, list[tuple[str, str]]] = {}
+    sizes: dict[str, int] = {}
     for info in fs.get_file_info(pafs.FileSelector(root)):
         part = ot.parse_part_folder(info.base_name)
         if part is None or info.type != pafs.FileType.Directory:
@@ -78,6 +80,7 @@ def select_shards(data: str, *, parts: set[int] | None, split: str | None) -> Sh
             meta = ot.parse_shard_name(shard.base_name)
             if meta and meta["format"] == "parquet":
                 found.setdefault(part, []).append((meta["split"], shard.path))
+                sizes[shard.path] = shard.size or 0
     files, chosen, whole = [], [], set()
     for part in sorted(found):
         if parts is not None and part not in parts:
@@ -98,7 +101,8 @@ def select_shards(data: str, *, parts: set[int] | None, split: str | None) -> Sh
         log.warning("parts without shards of split %s: %s", split or "any",
                     sorted(set(parts) - set(chosen)))
     uri_of = (lambda p: p) if storage.is_local(data) else (lambda p: _uri(data, p))
-    return ShardSelection([uri_of(f) for f in files], chosen, frozenset(whole))
+    return ShardSelection([uri_of(f) for f in files], sum(sizes[f] for f in files), chosen,
+                          frozenset(whole))
 
 
 def _uri(data: str, path: str) -> str:
@@ -126,7 +130,7 @@ def _read_metadata(source: str, part: int) -> dict[str, dfdc.Entry]:
     return {e.name: e for e in entries}
 
 
-def faceless_videos(data: str, selection: ShardSelection, *, split: str | None) -> list[dict]:
+def faceless_videos(data: str, selection: ShardSelection) -> list[dict]:
     """Videos of the selected parts rejected for having no face, with their labels.
 
     A faceless video belongs to the selection when its whole part is selected, or when its
@@ -148,10 +152,12 @@ def faceless_videos(data: str, selection: ShardSelection, *, split: str | None) 
         if not names:
             continue
         try:
+            if part not in sources:
+                raise ValueError("the manifest lists no source for the part")
             entries = _read_metadata(sources[part], part)
         except Exception as exc:  # any unreadable source: the videos stay, unlabelled
-            log.warning("part %d: %d faceless videos left unlabelled, their metadata is "
-                        "unreadable (%s)", part, len(names), exc)
+            log.warning("part %d: %d faceless videos left unlabelled, not counted: their "
+                        "metadata.json is unreadable (%s)", part, len(names), exc)
             entries = {}
         for name in names:
             entry = entries.get(name)
@@ -244,22 +250,49 @@ def cpus_per_actor(cfg: InferConfig) -> float:
     return share
 
 
+# Ray Data packs files into read blocks of up to DataContext.target_max_block_size (128 MiB):
+# a few hundred MB of crops would reach a single actor. Blocks this much smaller spread the
+# work over the pool; the floor keeps per-block overhead negligible.
+BLOCKS_PER_ACTOR = 4
+MIN_READ_BLOCK_BYTES = 1 << 20
+
+
+def read_block_bytes(total_bytes: int, actors: int, ceiling: int) -> int:
+    """The largest read block that still gives every actor ``BLOCKS_PER_ACTOR`` blocks."""
+    wanted = total_bytes // max(1, actors * BLOCKS_PER_ACTOR)
+    return int(min(ceiling, max(MIN_READ_BLOCK_BYTES, wanted)))
+
+
+def scored_batches(files: list[str], model_files: dict[str, bytes], model_name: str,
+                   cfg: InferConfig, *, total_bytes: int | None = None
+                   ) -> Iterator[dict[str, np.ndarray]]:
+    """Batches of scored crops as the actor pool finishes them: frame-prediction columns
+    plus ``error`` (empty for a scored crop), in no particular order."""
+    ctx = ray.data.DataContext.get_current()
+    ceiling = ctx.target_max_block_size
+    if total_bytes is not None and ceiling is not None:
+        ctx.target_max_block_size = read_block_bytes(total_bytes, cfg.actors, ceiling)
+    try:
+        ds = ray.data.read_parquet(files, partitioning=None).select_columns(FACE_COLUMNS)
+        scored = ds.map_batches(
+            FacePredictor,
+            fn_constructor_kwargs={"model_files": model_files, "model_name": model_name},
+            batch_size=cfg.batch_size,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=cfg.actors),
+            num_cpus=cpus_per_actor(cfg),
+            num_gpus=cfg.gpus_per_actor or None,
+        )
+        yield from scored.iter_batches(batch_size=None, batch_format="numpy")
+    finally:
+        ctx.target_max_block_size = ceiling
+
+
 def score_shards(files: list[str], model_files: dict[str, bytes], model_name: str,
-                 cfg: InferConfig) -> pa.Table:
-    """All crops of the shards scored by a pool of ``cfg.actors`` actors: frame-prediction
-    columns plus ``error``, in no particular order."""
-    ds = ray.data.read_parquet(files, partitioning=None).select_columns(FACE_COLUMNS)
-    scored = ds.map_batches(
-        FacePredictor,
-        fn_constructor_kwargs={"model_files": model_files, "model_name": model_name},
-        batch_size=cfg.batch_size,
-        batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=cfg.actors),
-        num_cpus=cpus_per_actor(cfg),
-        num_gpus=cfg.gpus_per_actor or None,
-    )
-    tables = [pa.Table.from_pydict(b) for b in scored.iter_batches(batch_size=None,
-                                                                   batch_format="numpy")]
+                 cfg: InferConfig, *, total_bytes: int | None = None) -> pa.Table:
+    """All crops of the shards scored by a pool of ``cfg.actors`` actors, as one table."""
+    tables = [pa.Table.from_pydict(b) for b in scored_batches(
+        files, model_files, model_name, cfg, total_bytes=total_bytes)]
     if not tables:
         return pa.table({"video": pa.array([], pa.string())})
     return pa.concat_tables(tables, promote_options="permissive")
@@ -301,14 +334,15 @@ def run_inference(data: str, run_dir: str, out: str, *, parts: set[int] | None =
     aggregate.get(cfg.aggregation)  # an unknown rule fails before Ray starts
     selection = select_shards(data, parts=parts, split=split)
     model_files, name = read_model_files(run_dir)
-    faceless = faceless_videos(data, selection, split=split)
+    faceless = faceless_videos(data, selection)
     log.info("scoring %d shards of parts %s (split %s) with %s on %d actors",
              len(selection.files), selection.parts, split or "any", name, cfg.actors)
 
     started = init_ray(address)
     try:
         t0 = time.perf_counter()
-        scored = score_shards(selection.files, model_files, name, cfg)
+        scored = score_shards(selection.files, model_files, name, cfg,
+                              total_bytes=selection.total_bytes)
         seconds = time.perf_counter() - t0
     finally:
         if started:
@@ -323,14 +357,16 @@ def run_inference(data: str, run_dir: str, out: str, *, parts: set[int] | None =
                                               for k in ("label", "p_fake", "part")})
     evaluated["run"] = {"model": name, "run_dir": str(run_dir), "data": str(data),
                         "parts": selection.parts, "split": split,
-                        "aggregation": cfg.aggregation, "crops_per_second":
-                        len(frames) / seconds if seconds else None,
+                        "aggregation": cfg.aggregation, "actors": cfg.actors,
+                        "scoring_seconds": round(seconds, 2),  # actor start-up included
                         "rejected_crops": len(rejected), "faceless_videos": len(faceless)}
 
     _write_table(frames, schemas.FRAME_PREDICTION, ot.join(out, report.FRAME_PREDICTIONS))
     _write_table(videos, schemas.VIDEO_PREDICTION, ot.join(out, report.VIDEO_PREDICTIONS))
     if rejected:
         _write_table(rejected, schemas.REJECT, ot.join(out, REJECTED_CROPS))
+    else:
+        storage.remove(ot.join(out, REJECTED_CROPS))  # a previous run's, into the same --out
     storage.write_bytes(ot.join(out, report.METRICS),
                         (json.dumps(evaluated, indent=2, sort_keys=True) + "\n").encode())
     if write_report:

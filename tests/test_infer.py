@@ -141,7 +141,7 @@ def test_split_of_a_faceless_video_follows_its_original(tree):
     for split, expected in (("validation", [("x0100.mp4", 1)]), ("train", []),
                             (None, [("x0100.mp4", 1)])):
         sel = select_shards(str(data), parts={MIXED}, split=split)
-        found = faceless_videos(str(data), sel, split=split)
+        found = faceless_videos(str(data), sel)
         assert [(v["video"], v["label"]) for v in found] == expected
 
 
@@ -180,3 +180,12 @@ def test_the_command_fails_with_one_line_on_a_missing_tree(tmp_path, capsys):
     err = capsys.readouterr().err
     assert status == 1 and err.count("\n") == 1
     assert err.startswith("dfd infer: error: ") and "no parquet/ folder" in err
+
+
+def test_read_blocks_are_small_enough_to_reach_every_actor():
+    from ray_jobs.infer import MIN_READ_BLOCK_BYTES, read_block_bytes
+
+    mib = 1 << 20
+    assert read_block_bytes(64 * mib, 2, 128 * mib) == 8 * mib  # 4 blocks per actor
+    assert read_block_bytes(100 * 1024, 8, 128 * mib) == MIN_READ_BLOCK_BYTES
+    assert read_block_bytes(100_000 * mib, 8, 128 * mib) == 128 * mib  # never above Ray's own
