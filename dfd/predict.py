@@ -216,7 +216,8 @@ def score_records(model, images: Sequence[bytes], *, batch_size: int) -> np.ndar
 
 
 def _refs(inputs: Sequence[VideoInput]):
-    """(original ref or None, [refs to score]) per group, as the pipeline forms groups."""
+    """Per group, as the pipeline forms them: (the original's ref or None, the fakes' refs,
+    the members asked for, whether the original itself was asked for)."""
     from dfd.process import VideoRef
 
     def ref(path: Path, v: VideoInput | None, name: str, original: str, label: int):
