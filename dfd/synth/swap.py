@@ -29,7 +29,7 @@ STRENGTH_RANGE = (0.5, 1.0)
 # A generator renders skin the way its training faces looked, and colour transfer corrects only
 # part of it: a shift (Lab L, a, b at strength 1) shared by every swap, as one generation method
 # leaves one signature, on top of a random per-swap mismatch.
-GENERATOR_TONE = (8.0, 28.0, 10.0)
+GENERATOR_TONE = (10.0, 32.0, 12.0)
 RANDOM_MISMATCH = (6.0, 6.0, 6.0)
 LFW_DONOR_SHARE = 0.35  # low-resolution strangers; the rest are the other packaged portraits
 
