@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import os
 from typing import Iterator
 
 import numpy as np
@@ -26,7 +25,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 import schemas
-from dfd import manifest, output_tree, splits
+from dfd import manifest, output_tree, splits, storage
 from dfd.errors import DfdError
 from schemas.records import CROP_SIZE, LABEL_FAKE, LABEL_REAL
 
@@ -34,27 +33,17 @@ INDEX_COLUMNS = ("video", "original", "label")
 SHUFFLE_BUFFER = 2048  # encoded crops (about 20 KB each) held for the local shuffle
 
 
-def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
-    """The pyarrow file system and path of a local path or a gs:// / s3:// URI."""
-    if "://" not in uri:
-        return pafs.LocalFileSystem(), os.path.abspath(uri)
-    return pafs.FileSystem.from_uri(uri)
-
-
 def read_manifest(data: str) -> dict:
-    fs, root = filesystem(data)
-    path = output_tree.manifest_path(root)
-    try:
-        with fs.open_input_stream(path) as f:
-            return manifest.loads(f.read().decode())
-    except FileNotFoundError:
+    text = storage.read_text(output_tree.manifest_path(data))
+    if text is None:
         raise DfdError(f"{data} has no {output_tree.MANIFEST}: not a face-shard tree "
-                       f"(make one with `dfd preprocess`)") from None
+                       f"(make one with `dfd preprocess`)")
+    return manifest.loads(text)
 
 
 def find_shards(data: str, split: str) -> list[str]:
     """The Parquet shards of one split in the committed parts of a face-shard tree, sorted."""
-    fs, root = filesystem(data)
+    fs, root = storage.resolve(data)
     parts = sorted(int(k) for k in read_manifest(data)["parts"])
     pattern = output_tree.shard_glob(root, "parquet", split).rsplit("/", 1)[1]
     found = []
@@ -94,7 +83,7 @@ class FaceIndex:
 
 def build_index(data: str, split: str, *, seed: int = 0) -> FaceIndex:
     """Index one split of a face-shard tree from its Parquet shards' small columns."""
-    fs, _ = filesystem(data)
+    fs, _ = storage.resolve(data)
     files = find_shards(data, split)
     pieces = {k: [] for k in ("file", "row_group", "row", "label", "video", "original")}
     for file_id, path in enumerate(files):
@@ -189,7 +178,7 @@ def worker_rows(index: FaceIndex, rows: np.ndarray, *, rank: int, world: int, ep
 
 def read_images(index: FaceIndex, rows: np.ndarray) -> Iterator[np.ndarray]:
     """The encoded images of rows, in order, as object arrays (one per run of a row group)."""
-    fs, _ = filesystem(index.data)
+    fs, _ = storage.resolve(index.data)
     if not len(rows):
         return
     block = index.file[rows].astype(np.int64) << 32 | index.row_group[rows]

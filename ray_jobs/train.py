@@ -19,10 +19,10 @@ from there too. The run dir ends up holding:
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -76,6 +76,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
     # Before the TF runtime starts: one worker per core must not spawn a thread per core.
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(max(2, threads))
+    for gpu in tf.config.list_physical_devices("GPU"):
+        # Workers sharing a GPU (--gpus-per-worker 0.5) must not each reserve all its memory.
+        tf.config.experimental.set_memory_growth(gpu, True)
     keras.utils.set_random_seed(cfg.seed)
 
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
@@ -93,8 +96,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
     if rank == 0:
         _record_attempt(run_dir, start_epoch=start_epoch, world=world)
 
-    per_replica = strategy.num_replicas_in_sync
-    replica_batch = cfg.batch_size // per_replica
+    # batch_size is global; a worker feeds its local replicas (GPUs) one batch each per step.
+    replica_batch = cfg.batch_size // strategy.num_replicas_in_sync
+    worker_batch = replica_batch * (strategy.num_replicas_in_sync // world)
     augment = None
     if cfg.augment and cfg.augment != "none":
         from dfd.augment import build_augmenter
@@ -104,14 +108,14 @@ def train_loop_per_worker(loop_config: dict) -> None:
     val_rows, val_weights = train_input.worker_rows(
         val_index, train_input.epoch_rows(val_index, epoch=0, rebalance=cfg.rebalance),
         rank=rank, world=world, epoch=0, seed=cfg.seed, shuffle=False, pad=True)
-    val_steps = -(-len(val_rows) // replica_batch)
-    summaries = _summary_writers(run_dir) if rank == 0 else None
+    val_steps = -(-len(val_rows) // worker_batch)
+    tensorboard = TensorBoardLog(run_dir) if rank == 0 else None
 
     for epoch in range(start_epoch, cfg.epochs):
         rows, weights = train_input.worker_rows(
             train_index, train_input.epoch_rows(train_index, epoch=epoch, rebalance=cfg.rebalance),
             rank=rank, world=world, epoch=epoch, seed=cfg.seed, shuffle=True, pad=False)
-        steps = len(rows) // replica_batch
+        steps = len(rows) // worker_batch
         train_ds = strategy.distribute_datasets_from_function(
             lambda _: train_input.face_dataset(train_index, rows, weights,
                                                batch_size=replica_batch, training=True,
@@ -125,55 +129,81 @@ def train_loop_per_worker(loop_config: dict) -> None:
             lambda _: train_input.face_dataset(val_index, val_rows, val_weights,
                                                batch_size=replica_batch, training=False,
                                                threads=max(2, threads)))
+        started = time.perf_counter()
         val = model.evaluate(val_ds, steps=val_steps, verbose=0, return_dict=True)
         record = epoch_record(epoch, {k: v[-1] for k, v in fit.history.items()}, val,
-                              seconds=seconds, images=steps * cfg.batch_size)
+                              seconds=seconds, images=steps * cfg.batch_size,
+                              val_seconds=time.perf_counter() - started)
         history = [h for h in history if h["epoch"] < epoch] + [record]
 
         with tempfile.TemporaryDirectory(prefix="dfd-ckpt-") as directory:
             # Every worker writes (reading some variables is collective); rank 0's is kept.
             models.save_training_state(model, directory, name=cfg.model, options=options,
                                        trainer={"epoch": epoch, "history": history})
-            if rank == 0:
-                _write_progress(run_dir, history, summaries)
             ray.train.report(record, checkpoint=Checkpoint.from_directory(directory)
                              if rank == 0 else None)
+        if rank == 0:
+            # Ray registers a reported checkpoint asynchronously; once it has, a restart resumes
+            # after this epoch, and only then does history.json list it.
+            ray.train.get_all_reported_checkpoints()
+            _write_progress(run_dir, history, tensorboard)
+    if tensorboard is not None:
+        tensorboard.close()
 
 
-def epoch_record(epoch: int, train: dict, validation: dict, *, seconds: float,
-                 images: int) -> dict:
+def epoch_record(epoch: int, train: dict, validation: dict, *, seconds: float, images: int,
+                 val_seconds: float) -> dict:
     """One history entry: the paper's metrics for train and validation, and the speed."""
     def pick(logs: dict) -> dict:
         # 'bce' is the weighted loss; Keras' 'loss' would count validation padding.
         return {name: float(logs["bce" if name == "loss" else name]) for name in METRICS}
 
     return {"epoch": epoch, **pick(train), **{f"val_{k}": v for k, v in pick(validation).items()},
-            "seconds": round(seconds, 3), "train_images": images,
+            "seconds": round(seconds, 3), "val_seconds": round(val_seconds, 3),
+            "train_images": images,
             "images_per_s": round(images / seconds, 2) if seconds > 0 else None}
 
 
-def _summary_writers(run_dir: str) -> dict:
-    import tensorflow as tf
+class TensorBoardLog:
+    """Per-epoch scalars for TensorBoard, written locally and copied to ``<run>/tensorboard``
+    (TensorFlow's own file layer cannot write to s3://)."""
 
-    return {kind: tf.summary.create_file_writer(output_tree.join(run_dir, TENSORBOARD_DIR, kind))
-            for kind in ("train", "validation")}
+    def __init__(self, run_dir: str):
+        import tensorflow as tf
+
+        self.run_dir = run_dir
+        self.local = tempfile.mkdtemp(prefix="dfd-tensorboard-")
+        self.writers = {kind: tf.summary.create_file_writer(os.path.join(self.local, kind))
+                        for kind in ("train", "validation")}
+
+    def write(self, record: dict) -> None:
+        import tensorflow as tf
+
+        metadata = _scalar_metadata()
+        for kind, prefix in (("train", ""), ("validation", "val_")):
+            with self.writers[kind].as_default():
+                for name in METRICS:
+                    # tf.summary.scalar needs the tensorboard package; this is the same event
+                    # (a float32 tensor tagged for the scalars plugin) without it.
+                    tf.summary.write(name, tf.constant(record[prefix + name], tf.float32),
+                                     step=record["epoch"] + 1, metadata=metadata)
+            self.writers[kind].flush()
+            for event_file in Path(self.local, kind).iterdir():
+                storage.write_bytes(
+                    output_tree.join(self.run_dir, TENSORBOARD_DIR, kind, event_file.name),
+                    event_file.read_bytes())
 
 
-def _write_progress(run_dir: str, history: list[dict], summaries: dict) -> None:
-    import tensorflow as tf
+    def close(self) -> None:
+        for writer in self.writers.values():
+            writer.close()
+        shutil.rmtree(self.local, ignore_errors=True)
 
+
+def _write_progress(run_dir: str, history: list[dict], tensorboard: TensorBoardLog) -> None:
     storage.write_bytes(output_tree.join(run_dir, HISTORY_JSON),
                         (json.dumps(history, indent=1) + "\n").encode())
-    record = history[-1]
-    metadata = _scalar_metadata()
-    for kind, prefix in (("train", ""), ("validation", "val_")):
-        with summaries[kind].as_default():
-            for name in METRICS:
-                # tf.summary.scalar needs the tensorboard package; this is the same event
-                # (a float32 tensor tagged for the scalars plugin) without it.
-                tf.summary.write(name, tf.constant(record[prefix + name], tf.float32),
-                                 step=record["epoch"] + 1, metadata=metadata)
-        summaries[kind].flush()
+    tensorboard.write(history[-1])
 
 
 def _scalar_metadata():
@@ -206,9 +236,10 @@ def check_config(cfg: TrainConfig) -> None:
         raise DfdError(f"--workers must be at least 1, got {cfg.workers}")
     if cfg.epochs < 1:
         raise DfdError(f"--epochs must be at least 1, got {cfg.epochs}")
-    if cfg.batch_size < cfg.workers or cfg.batch_size % cfg.workers:
+    replicas = cfg.workers * max(1, int(cfg.gpus_per_worker))
+    if cfg.batch_size < replicas or cfg.batch_size % replicas:
         raise DfdError(f"--batch-size {cfg.batch_size} is the global batch: it must be a "
-                       f"multiple of --workers {cfg.workers}")
+                       f"multiple of the {replicas} replicas (--workers x GPUs per worker)")
 
 
 def load_indexes(data: str, cfg: TrainConfig) -> tuple[train_input.FaceIndex,
@@ -250,6 +281,25 @@ def write_run_config(run_dir: str, cfg: TrainConfig, *, data: str, data_hash: st
     storage.write_bytes(uri, text.encode())
 
 
+def _start_loopback_ray() -> None:
+    """An in-process Ray reachable on 127.0.0.1 only, without a dashboard.
+
+    Ray replaces a 127.0.0.1 node address with the host's routable one, and then its servers
+    listen on every interface, unless it believes it cannot form a cluster (its macOS/Windows
+    mode). That switch is flipped just for the start, so a later connection to a real cluster
+    from this process still sees the routable address.
+    """
+    from ray._private import ray_constants
+
+    can_cluster = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
+                 configure_logging=False)
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = can_cluster
+
+
 def init_ray(address: str | None, cfg: TrainConfig) -> bool:
     """Connect to ``address`` or start a local Ray on 127.0.0.1 (no dashboard); True when
     this call started Ray, so the caller shuts it down."""
@@ -258,26 +308,26 @@ def init_ray(address: str | None, cfg: TrainConfig) -> bool:
     if address:
         ray.init(address=address, log_to_driver=False)
         return True
-    ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
-             configure_logging=False)
-    have = ray.cluster_resources().get("CPU", 0)
-    need = cfg.workers * cfg.cpus_per_worker
-    if need > have:
-        ray.shutdown()
-        raise DfdError(f"{cfg.workers} workers x {cfg.cpus_per_worker} CPUs need {need:g} CPUs; "
-                       f"this machine's Ray has {have:g} (lower --workers)")
+    _start_loopback_ray()
+    # A local Ray never grows: asking for more than it has would wait forever.
+    resources = ray.cluster_resources()
+    for kind, per_worker, flag in (("CPU", cfg.cpus_per_worker, "--cpus-per-worker"),
+                                   ("GPU", cfg.gpus_per_worker, "--gpus-per-worker")):
+        need, have = cfg.workers * per_worker, resources.get(kind, 0)
+        if need > have:
+            ray.shutdown()
+            raise DfdError(f"{cfg.workers} workers x {per_worker:g} {kind}s need {need:g} "
+                           f"{kind}s; this machine has {have:g} (lower --workers or {flag})")
     return True
 
 
 def export_model(checkpoint: Checkpoint, run_dir: str) -> None:
     """Copy the last checkpoint's model (model.json + weights.h5) to <run>/model."""
     with checkpoint.as_directory() as directory:
-        for name in (models.MODEL_JSON, models.WEIGHTS_H5):
-            staged = Path(tempfile.mkdtemp(prefix="dfd-export-")) / name
-            staged.write_bytes((Path(directory) / name).read_bytes())
-            storage.commit_file(staged, output_tree.join(run_dir, MODEL_DIR, name))
-            staged.unlink(missing_ok=True)
-            staged.parent.rmdir()
+        # Weights first: a reader that sees model.json finds the weights beside it.
+        for name in (models.WEIGHTS_H5, models.MODEL_JSON):
+            storage.write_bytes(output_tree.join(run_dir, MODEL_DIR, name),
+                                (Path(directory) / name).read_bytes())
 
 
 def write_plots(run_dir: str, history: list[dict]) -> list[str]:

@@ -93,24 +93,32 @@ def test_load_model_refuses_an_unknown_format(tmp_path):
         models.load_model(str(tmp_path / "nowhere"))
 
 
-def test_backbone_uses_cached_imagenet_weights_and_reloads_without_them(tmp_path, monkeypatch,
-                                                                         crops):
+def test_backbone_imagenet_weights_come_from_the_cache_else_random_with_a_warning(
+        tmp_path, monkeypatch, caplog, crops):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-    keras.utils.set_random_seed(3)
-    reference = keras.applications.EfficientNetB0(include_top=False, weights=None,
-                                                  input_shape=(256, 256, 3), pooling="avg")
-    (tmp_path / "keras" / "models").mkdir(parents=True)
-    reference.save_weights(str(tmp_path / "keras" / "models" / "efficientnetb0_notop.h5"))
+    real_lookup = models._imagenet_weights
+    monkeypatch.setattr(models, "_imagenet_weights", lambda constructor, filename: None)
+    with caplog.at_level(logging.WARNING, logger="dfd.models"):
+        unreachable = models.build_model("efficientnet_b0", weights="imagenet")
+    assert "ImageNet weights are neither cached" in caplog.text
+    assert "random initialization" in caplog.text
 
+    # Whatever keras' cache holds under the ImageNet file name is what the backbone starts from.
+    cached = unreachable.get_layer("efficientnetb0")
+    (tmp_path / "keras" / "models").mkdir(parents=True)
+    cached.save_weights(str(tmp_path / "keras" / "models" / "efficientnetb0_notop.h5"))
+    monkeypatch.setattr(models, "_imagenet_weights", real_lookup)
     model = models.build_model("efficientnet_b0", weights="imagenet")
-    for got, want in zip(model.get_layer("efficientnetb0").weights, reference.weights):
+    for got, want in zip(model.get_layer("efficientnetb0").weights, cached.weights):
         np.testing.assert_array_equal(got.numpy(), want.numpy())
+
     # It takes the shared [0, 1] input and rescales it to the [0, 255] EfficientNet expects.
     assert model.get_layer("to_backbone_range").scale == 255.0
     x = images.decode_crops(crops)
     p = model(x, training=False).numpy()
     assert p.shape == (2, 1) and np.all((p >= 0) & (p <= 1))
 
+    # A saved backbone model loads its own weights and never looks for ImageNet's.
     models.save_model(model, str(tmp_path / "saved"), name="efficientnet_b0",
                       options={"weights": "imagenet", "dropout": 0.25})
 
@@ -120,14 +128,6 @@ def test_backbone_uses_cached_imagenet_weights_and_reloads_without_them(tmp_path
     monkeypatch.setattr(models, "_imagenet_weights", no_fetch)
     loaded = models.load_model(str(tmp_path / "saved"))
     np.testing.assert_allclose(loaded(x, training=False).numpy(), p, rtol=1e-6)
-
-
-def test_backbone_without_reachable_weights_warns_and_starts_random(monkeypatch, caplog):
-    monkeypatch.setattr(models, "_imagenet_weights", lambda constructor, filename: None)
-    with caplog.at_level(logging.WARNING, logger="dfd.models"):
-        model = models.build_model("efficientnet_b0", weights="imagenet")
-    assert "random initialization" in caplog.text
-    assert model.output_shape == (None, 1)
 
 
 # ---- decoding ----------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ import json
 import os
 import signal
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -177,7 +176,7 @@ def test_training_batches_are_full_shuffled_and_read_across_row_groups(tmp_path)
 def test_settings_that_cannot_train_are_refused_before_starting(data):
     from ray_jobs import train
 
-    with pytest.raises(DfdError, match="multiple of --workers"):
+    with pytest.raises(DfdError, match="multiple of the 2 replicas"):
         train.check_config(TrainConfig(batch_size=15, workers=2))
     with pytest.raises(DfdError, match="unknown model"):
         train.check_config(TrainConfig(model="resnet"))
@@ -272,14 +271,15 @@ def metrics_auc(labels, scores) -> float:
     return float(metrics.roc_auc(np.asarray(labels), np.asarray(scores)))
 
 
+@pytest.mark.slow
 def test_two_workers_learn_and_a_killed_worker_costs_at_most_one_epoch(data, local_ray, tmp_path):
     from dfd import models
     from ray_jobs import train
 
     root, _ = data
     run_dir = tmp_path / "run"
-    cfg = TrainConfig(epochs=6, batch_size=16, workers=2, max_failures=2, seed=0)
-    killer = WorkerKiller(run_dir, after_epochs=2)
+    cfg = TrainConfig(epochs=4, batch_size=8, workers=2, max_failures=2, seed=0)
+    killer = WorkerKiller(run_dir, after_epochs=1)
     killer.start()
     try:
         summary = train.run(root, str(run_dir), cfg)
@@ -290,7 +290,7 @@ def test_two_workers_learn_and_a_killed_worker_costs_at_most_one_epoch(data, loc
     # The run restarted once, from the last checkpoint: at most the epoch in flight was lost.
     attempts = json.loads((run_dir / "attempts.json").read_text())
     assert [a["start_epoch"] for a in attempts][0] == 0 and len(attempts) == 2
-    assert killer.epochs_done_at_kill <= attempts[1]["start_epoch"] <= cfg.epochs - 1
+    assert killer.epochs_done_at_kill <= attempts[1]["start_epoch"] <= killer.epochs_done_at_kill + 1
     history = json.loads((run_dir / "history.json").read_text())
     assert [h["epoch"] for h in history] == list(range(cfg.epochs))
     for name in ("loss", "accuracy", "precision", "recall", "auc"):
@@ -303,8 +303,8 @@ def test_two_workers_learn_and_a_killed_worker_costs_at_most_one_epoch(data, loc
     x = images.decode_crops([r["image"] for r in records])
     trained = metrics_auc([r["label"] for r in records], model(x, training=False).numpy()[:, 0])
     before = untrained_auc(root, cfg.seed)
-    assert trained >= 0.85 and trained >= before + 0.25, (before, trained)
-    assert summary["final"]["val_auc"] >= 0.85
+    assert trained >= 0.8 and trained >= before + 0.25, (before, trained)
+    assert summary["final"]["val_auc"] >= 0.8
 
     # Everything the inference job and the report read is in the run dir.
     assert {p.name for p in (run_dir / "plots").iterdir()} == {
@@ -318,13 +318,24 @@ def test_two_workers_learn_and_a_killed_worker_costs_at_most_one_epoch(data, loc
     # on one worker (the worker count may change between runs).
     from dfd.cli import main
 
-    argv = ["train", "--data", root, "--run-dir", str(run_dir), "--epochs", "7",
-            "--batch-size", "16", "--workers", "1", "--max-failures", "2"]
+    argv = ["train", "--data", root, "--run-dir", str(run_dir), "--epochs", "5",
+            "--batch-size", "8", "--workers", "1", "--max-failures", "2"]
     assert main(argv) == 0
     attempts = json.loads((run_dir / "attempts.json").read_text())
-    assert attempts[-1]["start_epoch"] == 6
+    assert attempts[-1]["start_epoch"] == 4
     assert [h["epoch"] for h in json.loads((run_dir / "history.json").read_text())] == \
-        list(range(7))
+        list(range(5))
 
     # ... but not with settings of another experiment.
     assert main(argv[:-2] + ["--learning-rate", "0.01"]) == 1
+
+
+def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
+    from dfd.cli import main
+
+    assert main(["train", "--data", str(tmp_path / "missing"), "--run-dir",
+                 str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("dfd train: error:") and "no manifest.json" in err
+    assert "\n" not in err
+    assert not (tmp_path / "run").exists()  # nothing written for a run that cannot start

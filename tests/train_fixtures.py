@@ -133,9 +133,9 @@ def face_records(*, part: int, split: str, originals: int, fakes_per_original: i
         fakes = [video_name(seed, part, split, i, k) for k in range(fakes_per_original)]
         # Each fake of an original is its own swap: its own blur and colour cast.
         looks = {f: {"strength": fake_strength * rng.uniform(0.8, 1.0),
-                     "blur": rng.uniform(2.5, 3.5),
-                     "cast": (rng.uniform(1.14, 1.22), rng.uniform(0.95, 1.0),
-                              rng.uniform(0.76, 0.84))} for f in fakes}
+                     "blur": rng.uniform(3.5, 4.5),
+                     "cast": (rng.uniform(1.2, 1.3), rng.uniform(0.95, 1.0),
+                              rng.uniform(0.7, 0.78))} for f in fakes}
         for index, box, crop, (h, w, _) in _video_frames(rng, frames):
             for video, label in [(real, LABEL_REAL)] + [(f, LABEL_FAKE) for f in fakes]:
                 image = crop if label == LABEL_REAL else manipulate_face(crop, **looks[video])
