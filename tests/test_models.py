@@ -79,7 +79,8 @@ def test_saved_model_loads_back_identical_without_pickle(tmp_path, crops):
     assert (tmp_path / "weights.h5").read_bytes()[:8] == b"\x89HDF\r\n\x1a\n"  # HDF5, no pickle
     loaded = models.load_model(str(tmp_path))
     x = images.decode_crops(crops)
-    np.testing.assert_array_equal(loaded(x, training=False).numpy(), model(x, training=False).numpy())
+    np.testing.assert_array_equal(loaded(x, training=False).numpy(),
+                                  model(x, training=False).numpy())
     assert loaded.layers[-2].rate == 0.4
 
 

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from dfd import images, output_tree, train_input
+from dfd.augment import build_augmenter
 from dfd.config import TrainConfig
 from dfd.errors import DfdError
 from train_fixtures import make_face_dataset
@@ -170,6 +171,15 @@ def test_training_batches_are_full_shuffled_and_read_across_row_groups(tmp_path)
         for image, label in zip(x.numpy(), y.numpy()[:, 0]):
             assert wanted[image.tobytes()] == label
 
+    # The paper's augmentations run inside the pipeline, on training batches only.
+    augmented = train_input.face_dataset(index, rows, weights, batch_size=4, training=True,
+                                         seed=1, augment=build_augmenter("hflip+zoom", seed=0))
+    changed = 0
+    for x, _, _ in augmented:
+        assert x.shape == (4, 256, 256, 3) and 0 <= x.numpy().min() <= x.numpy().max() <= 1
+        changed += sum(image.tobytes() not in wanted for image in x.numpy())
+    assert changed > 0
+
 
 # ---- the job's checks before any Ray starts ----------------------------------------------------
 
@@ -290,7 +300,8 @@ def test_two_workers_learn_and_a_killed_worker_costs_at_most_one_epoch(data, loc
     # The run restarted once, from the last checkpoint: at most the epoch in flight was lost.
     attempts = json.loads((run_dir / "attempts.json").read_text())
     assert [a["start_epoch"] for a in attempts][0] == 0 and len(attempts) == 2
-    assert killer.epochs_done_at_kill <= attempts[1]["start_epoch"] <= killer.epochs_done_at_kill + 1
+    done = killer.epochs_done_at_kill
+    assert done <= attempts[1]["start_epoch"] <= done + 1
     history = json.loads((run_dir / "history.json").read_text())
     assert [h["epoch"] for h in history] == list(range(cfg.epochs))
     for name in ("loss", "accuracy", "precision", "recall", "auc"):

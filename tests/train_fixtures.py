@@ -87,7 +87,8 @@ def manipulate_face(crop: np.ndarray, *, strength: float = 1.0, blur: float = 2.
 
 
 def _encode(rgb: np.ndarray, image_format: str) -> bytes:
-    ext, params = (".jpg", [cv2.IMWRITE_JPEG_QUALITY, 95]) if image_format == "jpeg" else (".png", [])
+    ext, params = ((".jpg", [cv2.IMWRITE_JPEG_QUALITY, 95]) if image_format == "jpeg"
+                   else (".png", []))
     ok, buf = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
     assert ok
     return buf.tobytes()

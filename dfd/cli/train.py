@@ -10,11 +10,13 @@ def register(sub) -> None:
         description="Train a face-crop classifier on a face-shard tree (from `dfd preprocess`) "
                     "with Ray Train. Without --address Ray runs in this process on 127.0.0.1. "
                     "Running again on the same --run-dir continues from its last checkpoint.")
-    p.add_argument("--data", required=True, metavar="URI", help="face-shard tree (path, gs://, s3://)")
+    p.add_argument("--data", required=True, metavar="URI",
+                   help="face-shard tree (path, gs://, s3://)")
     p.add_argument("--run-dir", required=True, metavar="URI",
                    help="where the model, history, plots and checkpoints go")
     p.add_argument("--preset", default="smoke", choices=["smoke", "paper", "full"])
-    p.add_argument("--model", help="paper_cnn (default), efficientnet_b0, efficientnet_b4, xception")
+    p.add_argument("--model",
+                   help="paper_cnn (default), efficientnet_b0, efficientnet_b4, xception")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int, help="global batch size, split over the workers")
     p.add_argument("--learning-rate", type=float)
