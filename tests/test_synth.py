@@ -48,7 +48,8 @@ def parts(synth_root) -> dict[int, dict[str, bytes]]:
     return out
 
 
-def _decode_pyav(data: bytes) -> tuple[list[np.ndarray], av.video.stream.VideoStream]:
+def _decode_pyav(data: bytes) -> tuple[list[np.ndarray], tuple]:
+    """All frames as RGB arrays, and (codec, pixel format, frame rate)."""
     with av.open(io.BytesIO(data)) as container:
         stream = container.streams.video[0]
         info = (stream.codec_context.name, stream.codec_context.pix_fmt, stream.average_rate)
@@ -194,13 +195,15 @@ def test_retinaface_finds_the_true_face_in_sampled_frames(parts):
     for files in parts.values():
         for name, t in sorted(json.loads(files[TRUTH_FILE]).items()):
             decoded, _ = _decode_pyav(files[name])
-            for i in rng.choice(len(decoded), 2, replace=False):
+            # The pipeline detects on REAL clips (and reuses their boxes for the fakes), so
+            # those get more samples; fakes are checked too, swapped faces must stay faces.
+            for i in rng.choice(len(decoded), 2 if t["label"] == "REAL" else 1, replace=False):
                 frames.append(decoded[i])
                 truths.append(t["boxes"][i])
     found = detector.detect(frames)
     hits = [bool(faces) and _iou(faces[0].box, truth) >= 0.5
             for faces, truth in zip(found, truths)]
-    assert len(hits) == 2 * CFG.parts * CFG.originals * (1 + CFG.fakes_per_original)
+    assert len(hits) == CFG.parts * CFG.originals * (2 + CFG.fakes_per_original)
     assert np.mean(hits) >= 0.95
 
 

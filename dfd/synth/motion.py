@@ -21,7 +21,8 @@ class Sway:
 
     @classmethod
     def sample(cls, rng: np.random.Generator, amplitude: float, periods: tuple[float, float]):
-        return cls(float(amplitude), float(rng.uniform(*periods)), float(rng.uniform(0, 2 * math.pi)))
+        return cls(float(amplitude), float(rng.uniform(*periods)),
+                   float(rng.uniform(0, 2 * math.pi)))
 
 
 @dataclasses.dataclass(frozen=True)

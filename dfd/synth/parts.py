@@ -26,7 +26,7 @@ from dfd.synth.part_plan import OriginalPlan, PartPlan, plan_part
 log = logging.getLogger(__name__)
 
 TRUTH_FILE = "synth_truth.json"
-MIN_SIDE = 128  # below this the faces get smaller than the detectors' smallest anchors
+MIN_SIDE = 128  # faces are then 33-51 px tall, about the least RetinaFace and MTCNN find reliably
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed member times: the same set gives the same zip bytes
 
 

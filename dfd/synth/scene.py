@@ -122,7 +122,8 @@ def _light_map(lighting: Lighting, width: int, height: int) -> np.ndarray:
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     a = math.radians(lighting.direction_deg)
     along = ((xx - width / 2) * math.cos(a) + (yy - height / 2) * math.sin(a)) / max(width, height)
-    radius2 = ((xx - width / 2) ** 2 + (yy - height / 2) ** 2) / ((width / 2) ** 2 + (height / 2) ** 2)
+    corner2 = (width / 2) ** 2 + (height / 2) ** 2
+    radius2 = ((xx - width / 2) ** 2 + (yy - height / 2) ** 2) / corner2
     gain = lighting.exposure * (1 + lighting.gradient * along) * (1 - lighting.vignette * radius2)
     return gain[..., None] * np.asarray(lighting.white_balance, np.float32)
 

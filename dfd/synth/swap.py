@@ -87,7 +87,8 @@ def _donor_face(donor: str, mirror: bool) -> tuple[np.ndarray, np.ndarray, float
         face_w = float(PORTRAITS[donor].face_size[0])
     if mirror:
         img = img[:, ::-1]
-        landmarks = (np.array([img.shape[1] - 1, 0]) + landmarks * [-1, 1])[list(MIRRORED_LANDMARKS)]
+        flipped = np.array([img.shape[1] - 1, 0]) + landmarks * [-1, 1]
+        landmarks = flipped[list(MIRRORED_LANDMARKS)]
     return np.ascontiguousarray(img), landmarks, face_w
 
 
