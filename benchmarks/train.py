@@ -1,12 +1,12 @@
 """Training throughput: the input pipeline alone, and training with 1 and 2 workers.
 
-    .venv/bin/python -m benchmarks.train [--workers 1,2] [--gpus-per-worker G] [--epochs 3]
+    .venv/bin/python -m benchmarks.train [--layouts 1x1,1x2,2x1] [--gpus-per-worker G] [--epochs 3]
 
 Input rates are measured for the three ways to feed the workers that the design considered:
 the one ``dfd.train_input`` uses (the Parquet shards' row groups read with pyarrow, decoded in
 tf.data), tf.data over the TFRecord shards, and Ray Data over the Parquet shards. Training rates
 are Keras ``fit`` images/s (global, all workers) on the epochs after the first (which traces the
-graph), from the run's history; ``epoch_s`` adds validation and the checkpoint.
+graph), from the run's history, for each layout WORKERSxCPUS_PER_WORKER.
 """
 from __future__ import annotations
 
@@ -80,19 +80,21 @@ def ray_data_rate(data: str) -> float:
     from dfd.images import decode_crops
 
     files = train_input.find_shards(data, "train")
-    ds = ray.data.read_parquet(files, columns=["image", "label"], partitioning=None)
+    ds = ray.data.read_parquet(files, partitioning=None).select_columns(["image", "label"])
     ds = ds.map_batches(lambda b: {"x": decode_crops(list(b["image"])), "y": b["label"]},
                         batch_size=BATCH, batch_format="numpy")
     return _rate(b["x"] for _ in range(2) for b in ds.iter_batches(batch_size=BATCH,
                                                                     batch_format="numpy"))
 
 
-def training(data: str, *, workers: int, gpus_per_worker: float, epochs: int) -> dict:
+def training(data: str, *, workers: int, cpus_per_worker: float, gpus_per_worker: float,
+             epochs: int) -> dict:
     from dfd.config import TrainConfig
     from ray_jobs import train
 
     cfg = TrainConfig(epochs=epochs, batch_size=BATCH, workers=workers,
-                      gpus_per_worker=gpus_per_worker, max_failures=0)
+                      cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
+                      max_failures=0)
     with tempfile.TemporaryDirectory(prefix="dfd-bench-run-") as run_dir:
         started = time.perf_counter()
         train.run(data, run_dir, cfg)
@@ -100,7 +102,8 @@ def training(data: str, *, workers: int, gpus_per_worker: float, epochs: int) ->
         history = json.loads((Path(run_dir) / train.HISTORY_JSON).read_text())
     steady = history[1:] or history
     return {"images_per_s": round(statistics.median(h["images_per_s"] for h in steady), 1),
-            "epoch_s": round(statistics.median(h["seconds"] for h in steady), 2),
+            "fit_s": round(statistics.median(h["seconds"] for h in steady), 2),
+            "val_s": round(statistics.median(h["val_seconds"] for h in steady), 2),
             "first_epoch_s": history[0]["seconds"], "run_wall_s": round(wall, 1),
             "train_images_per_epoch": history[0]["train_images"], "epochs": len(history),
             "final_val_auc": round(history[-1]["val_auc"], 3)}
@@ -108,7 +111,8 @@ def training(data: str, *, workers: int, gpus_per_worker: float, epochs: int) ->
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="benchmarks.train")
-    parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
+    parser.add_argument("--layouts", default="1x1,1x2,2x1",
+                        help="comma-separated WORKERSxCPUS_PER_WORKER to train with")
     parser.add_argument("--gpus-per-worker", type=float, default=0.0)
     parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args(argv)
@@ -125,15 +129,17 @@ def main(argv: list[str] | None = None) -> dict:
         figures["input_images_per_s"] = {
             "parquet_rowgroups_tfdata": round(parquet_tfdata_rate(data), 1),
             "tfrecord_tfdata": round(tfrecord_tfdata_rate(data), 1)}
-        workers = [int(w) for w in args.workers.split(",")]
-        started_ray = train.init_ray(None, TrainConfig(workers=max(workers)))
+        layouts = [tuple(float(n) for n in layout.split("x")) for layout in args.layouts.split(",")]
+        started_ray = train.init_ray(None, TrainConfig(workers=1))
         try:
             figures["input_images_per_s"]["ray_data_parquet"] = round(ray_data_rate(data), 1)
             figures["training"] = {}
-            for w in workers:
-                figures["training"][f"{w}_workers"] = training(
-                    data, workers=w, gpus_per_worker=args.gpus_per_worker, epochs=args.epochs)
-                print(f"{w} workers: {figures['training'][f'{w}_workers']}", flush=True)
+            for workers, cpus in layouts:
+                name = f"{int(workers)}_workers_x_{cpus:g}_cpus"
+                figures["training"][name] = training(
+                    data, workers=int(workers), cpus_per_worker=cpus,
+                    gpus_per_worker=args.gpus_per_worker, epochs=args.epochs)
+                print(f"{name}: {figures['training'][name]}", flush=True)
         finally:
             if started_ray:
                 ray.shutdown()
