@@ -42,9 +42,9 @@ print(json.dumps({"seconds": time.perf_counter() - t,
 """
 
 
-def make_part(root: Path, part: int, originals: int) -> Path:
+def make_part(root: Path, part: int, originals: int, frames: int) -> Path:
     cfg = config.SynthConfig(parts=1, first_part=part, originals=originals, fakes_per_original=1,
-                             width=1920, height=1080, frames=300, fps=30, seed=part,
+                             width=1920, height=1080, frames=frames, fps=30, seed=part,
                              zipped=True, portrait_fraction=0.0)
     root.mkdir(parents=True, exist_ok=True)
     if not (root / dfdc.part_zip_name(part)).exists():
@@ -91,11 +91,12 @@ def decode_floor(zip_path: Path, part: int) -> float:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--originals", type=int, default=6, help="originals in the small part")
+    ap.add_argument("--originals", type=int, default=3, help="originals in the small part")
+    ap.add_argument("--frames", type=int, default=300, help="frames per clip (DFDC: 300)")
     args = ap.parse_args(argv)
-    src = WORK / "src"
-    small = make_part(src, 0, args.originals)
-    make_part(src, 1, 4 * args.originals)
+    src = WORK / f"src-{args.frames}f"
+    small = make_part(src, 0, args.originals, args.frames)
+    make_part(src, 1, 4 * args.originals, args.frames)
     floor = decode_floor(small, 0)
     runs = {}
     for label, part, workers in (("small_2w", 0, 2), ("large_1w", 1, 1), ("large_2w", 1, 2)):
@@ -108,7 +109,8 @@ def main(argv=None) -> None:
               f"worker peak RSS {r['worker_peak_rss_mb']:.0f} MB", flush=True)
     one, two = runs["large_1w"], runs["large_2w"]
     figures = {
-        "clip": "synthetic 1920x1080, 300 frames, H.264; 5 random frames; RetinaFace; JPEG q95",
+        "clip": f"synthetic 1920x1080, {args.frames} frames, H.264; 5 random frames; "
+                "RetinaFace; JPEG q95",
         "decode_floor_s_per_clip": round(floor, 3),
         "s_per_clip_1_worker": round(one["seconds"] / one["clips"], 3),
         "s_per_clip_over_decode_floor_1_worker": round(one["seconds"] / one["clips"] / floor, 2),
