@@ -98,9 +98,9 @@ class _ProcessUnitFn(beam.DoFn):
         self.detector = None
 
     def setup(self):
-        from dfd.faces import get_detector
+        from dfd.faces import detector_options, get_detector
 
-        self.detector = get_detector(self.cfg.detector)
+        self.detector = get_detector(self.cfg.detector, **detector_options(self.cfg))
 
     def process(self, element):
         from dfd.process import VideoRef, process_group
