@@ -168,3 +168,11 @@ def config_hash(cfg, *, exclude: tuple[str, ...] = ()) -> str:
     data = {k: v for k, v in to_dict(cfg).items() if k not in exclude}
     blob = json.dumps(data, sort_keys=True, default=list).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def part_config_hash(cfg: PreprocessConfig, part: int, *, held_out: bool | None = None) -> str:
+    """The config hash a part carries in the manifest: holding out another part does not change
+    this one. ``held_out`` overrides whether this part is in ``cfg.test_parts``."""
+    if held_out is None:
+        held_out = part in cfg.test_parts
+    return config_hash(dataclasses.replace(cfg, test_parts=(held_out,)))

@@ -89,12 +89,8 @@ def data_config_hashes(run_dir: str | None) -> set[str]:
 
 
 def part_config_hashes(cfg: PreprocessConfig) -> set[str]:
-    """The config hashes a part preprocessed with cfg carries in the manifest, held out or not.
-
-    The same formula as ``pipelines.preprocess.part_config_hash`` (a test holds them equal):
-    ``dfd`` may not import the Beam code."""
-    return {dfd_config.config_hash(dataclasses.replace(cfg, test_parts=(held_out,)))
-            for held_out in (True, False)}
+    """The config hashes a part preprocessed with cfg carries in the manifest, held out or not."""
+    return {dfd_config.part_config_hash(cfg, 0, held_out=held_out) for held_out in (True, False)}
 
 
 # ---- finding the videos ------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions
                                                   StandardOptions, WorkerOptions)
 
 from dfd import config as cfgmod
+from dfd.config import part_config_hash
 from dfd import dfdc
 from dfd import manifest as mf
 from dfd import output_tree as ot
@@ -56,10 +57,6 @@ def config_from_args(args) -> cfgmod.PreprocessConfig:
         cfg = dataclasses.replace(cfg, fakes_per_original=fpo)
     return cfg
 
-
-def part_config_hash(cfg: cfgmod.PreprocessConfig, part: int) -> str:
-    """The config hash of one part: holding out another part does not change this one."""
-    return cfgmod.config_hash(dataclasses.replace(cfg, test_parts=(part in cfg.test_parts,)))
 
 
 def beam_options(beam_args: list[str]) -> PipelineOptions:
