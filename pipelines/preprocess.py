@@ -96,14 +96,6 @@ def build(p: beam.Pipeline, specs: list[sources.PartSpec], *, output: str,
                                    config_hashes=hashes))
 
 
-def _clear_staging(output: str, part: int) -> None:
-    for fmt in ot.FORMATS:
-        commit._remove(ot.part_dir(output, fmt, part, staging=True))
-    err = ot.errors_path(output, part, staging=True)
-    if FileSystems.exists(err):
-        FileSystems.delete([err])
-
-
 def run(argv: list[str] | None = None) -> dict:
     """Run the pipeline; returns the run summary (committed parts, failed parts, skipped)."""
     parser = argparse.ArgumentParser(prog="dfd preprocess", description=__doc__.split("\n")[0])
@@ -117,6 +109,10 @@ def run_with(args, beam_args: list[str], *, before_processing=None) -> dict:
     any fetch stage, just before the processing pipeline starts (a sync checks its lease)."""
     cfg = config_from_args(args)
     selection = dfdc.parse_part_selection(args.parts)
+    recovered = commit.recover(args.output)  # before reading what is committed
+    if recovered:
+        log.warning("rolled back the unfinished commit of part(s) %s left by a killed run",
+                    recovered)
     current = commit.read_manifest(args.output)
     source, staged = args.input, None
     competition = fetch.competition_of(args.input)
@@ -147,17 +143,34 @@ def run_with(args, beam_args: list[str], *, before_processing=None) -> dict:
     if before_processing:
         before_processing()
     for spec in todo:  # leftovers of a killed run are never mistaken for this run's output
-        _clear_staging(args.output, spec.part)
+        commit.clear_staging(args.output, spec.part)
     options = beam_options(beam_args)
     started = time.perf_counter()
-    with beam.Pipeline(options=options) as p:
-        build(p, todo, output=args.output, cfg=cfg)
+    try:
+        with beam.Pipeline(options=options) as p:
+            build(p, todo, output=args.output, cfg=cfg)
+    except Exception as exc:
+        raise _run_failed(exc, args.output, [s.part for s in todo]) from exc
     seconds = time.perf_counter() - started
     with FileSystems.open(ot.join(args.output, commit.RUN_SUMMARY)) as f:
         summary = json.loads(f.read())
     summary["skipped"] = sorted(skipped)
     summary["seconds"] = round(seconds, 2)
     return _with_fetch(summary, fetch_report)
+
+
+def _run_failed(exc: Exception, output: str, parts: list[int]) -> DfdError:
+    """One line for a run that died (a worker killed, a bundle failing): which parts it left
+    uncommitted. Nothing of theirs is visible, and the next run redoes exactly those."""
+    try:
+        listed = set(commit.read_manifest(output)["parts"])
+    except Exception:  # the manifest itself is what broke: say so below, in the cause
+        listed = set()
+    lost = [p for p in parts if mf.part_key(p) not in listed]
+    cause = str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else ""
+    return DfdError(f"the pipeline failed ({type(exc).__name__}: {cause}); part(s) "
+                    f"{', '.join(f'{p:02d}' for p in lost) or 'none'} not committed; a new "
+                    f"run processes them again")
 
 
 def _with_fetch(summary: dict, fetch_report: dict | None) -> dict:
