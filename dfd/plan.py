@@ -34,11 +34,14 @@ class PartPlan:
 
 def plan_part(part: int, entries: Iterable[Entry], files: Iterable[str], *,
               fakes_per_original: int | None, seed: int, test_parts, validation_fraction: float,
-              shards_per_split: int) -> PartPlan:
-    """Group a part's entries by original, keep the chosen fakes, and assign splits."""
+              shards_per_split: int, rejected_entries: Iterable[str] = ()) -> PartPlan:
+    """Group a part's entries by original, keep the chosen fakes, and assign splits.
+
+    ``rejected_entries`` names what metadata.json lists but parse_metadata rejected: their
+    files are accounted for by that reject, not reported again as files without an entry."""
     entries = list(entries)
     files = set(files)
-    listed = {e.name for e in entries}
+    listed = {e.name for e in entries} | set(rejected_entries)
     rejects = [reject(name, part, "not_in_metadata", "file has no metadata.json entry")
                for name in sorted(files - listed)]
     by_name = {}
@@ -71,4 +74,4 @@ def plan_part(part: int, entries: Iterable[Entry], files: Iterable[str], *,
                                validation_fraction=validation_fraction),
             shard=shard_of(name, shards_per_split)))
     return PartPlan(part=part, units=units, rejects=rejects, left_out=left_out,
-                    videos_in_metadata=len(entries), extra_files=sorted(files - listed))
+                    videos_in_metadata=len(listed), extra_files=sorted(files - listed))

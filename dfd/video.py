@@ -39,8 +39,15 @@ class VideoError(DfdError):
 
 
 class UnreadableVideo(VideoError):
-    """The container cannot be opened or holds no video stream."""
+    """The container cannot be opened, holds no video stream, or not even its first frame
+    decodes (a header FFmpeg refuses, such as an SPS claiming 60000x60000)."""
     reason = "unreadable"
+
+
+class BadZipMember(VideoError):
+    """A zip member whose bytes contradict its header: a CRC or size that lies (as zip bombs
+    do) or damaged data. Raised by an opener; zipfile never inflates past the declared size."""
+    reason = "bad_member"
 
 
 class TruncatedVideo(VideoError):
@@ -176,6 +183,8 @@ class VideoReader:
     def _open(self) -> None:
         try:
             target, owned = _open_stream(self._source)
+        except VideoError:  # an opener that knows why (e.g. BadZipMember)
+            raise
         except Exception as exc:  # an opener's own failure (missing member, network, size)
             raise UnreadableVideo(f"cannot open source: {type(exc).__name__}: {exc}") from None
         self._owned = target if owned else None
@@ -189,9 +198,18 @@ class VideoReader:
         ctx = self._stream.codec_context
         ctx.thread_count = self._threads
         ctx.thread_type = "NONE" if self._threads == 1 else "AUTO"
-        self._frames: Iterator[av.VideoFrame] = self._container.decode(self._stream)
+        self._short_packet = False
+        self._any_decoded = False
+        self._frames: Iterator[av.VideoFrame] = self._decoded_frames()
         self._next_index = 0
         self._pending: av.VideoFrame | None = None
+
+    def _decoded_frames(self) -> Iterator[av.VideoFrame]:
+        # What container.decode does, keeping sight of the packets: FFmpeg flags a packet cut
+        # short by the end of the file as corrupt, which tells truncation from a bad header.
+        for packet in self._container.demux(self._stream):
+            self._short_packet = self._short_packet or packet.is_corrupt
+            yield from packet.decode()
 
     def _count_frames(self) -> int:
         """Frames by demuxing alone, for containers that do not store the count; then reopen."""
@@ -247,7 +265,13 @@ class VideoReader:
         except StopIteration:
             return None
         except av.error.FFmpegError as exc:
-            raise TruncatedVideo(f"decoding stopped at frame {self._next_index}: {exc}") from None
+            if self._short_packet or self._any_decoded:
+                raise TruncatedVideo(f"decoding stopped at frame {self._next_index}: {exc}") \
+                    from None
+            # Whole packets and still no frame: the stream's header is bad (e.g. an SPS
+            # claiming a size FFmpeg refuses to allocate).
+            raise UnreadableVideo(f"no frame decodes: {exc}") from None
+        self._any_decoded = True
         if frame.width * frame.height > self.limits.max_frame_pixels:
             raise FrameTooLarge(f"frame {self._next_index} is {frame.width}x{frame.height}, over "
                                 f"{self.limits.max_frame_pixels} pixels")

@@ -27,7 +27,7 @@ from dfd.config import part_config_hash
 from dfd import dfdc
 from dfd import manifest as mf
 from dfd import output_tree as ot
-from dfd.cli.preprocess import add_arguments, check_staging
+from dfd.cli.preprocess import add_arguments, check_staging, limits_from_args
 from dfd.errors import DfdError
 from pipelines import commit, fetch, sources
 from pipelines.transforms import (BROKEN, OUTCOMES, REJECTS, PlanParts, ProcessUnits,
@@ -50,7 +50,8 @@ def config_from_args(args) -> cfgmod.PreprocessConfig:
         detector=args.detector, margin=args.margin, image_format=args.image_format,
         shards_per_split=args.shards_per_split, seed=args.seed,
         validation_fraction=args.validation_fraction,
-        test_parts=tuple(sorted(test_parts)) if test_parts is not None else None)
+        test_parts=tuple(sorted(test_parts)) if test_parts is not None else None,
+        limits=limits_from_args(args, base.limits))
     if fpo == "all":
         cfg = dataclasses.replace(cfg, fakes_per_original=None)
     elif fpo is not None:

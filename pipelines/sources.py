@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import zipfile
+import zlib
 from dataclasses import dataclass
 
 from apache_beam.io.filesystem import CompressionTypes
@@ -14,6 +15,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from dfd import dfdc
 from dfd.output_tree import join
+from dfd.video import BadZipMember, VideoTooLarge
 
 
 @dataclass(frozen=True)
@@ -37,8 +39,14 @@ def read_bytes(uri: str) -> bytes:
 def _zip_checksum(uri: str) -> str:
     # The central directory lists every member's CRC-32 and size: hashing it identifies the
     # archive's content without reading 10 GB.
-    with open_read(uri) as f, zipfile.ZipFile(f) as zf:
-        ident = sorted((i.filename, i.CRC, i.file_size) for i in zf.infolist())
+    try:
+        with open_read(uri) as f, zipfile.ZipFile(f) as zf:
+            ident = sorted((i.filename, i.CRC, i.file_size) for i in zf.infolist())
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        # Not a zip (a failed download, a cut-off copy): the part fails when it is read, with
+        # its reason recorded; its neighbours go on. A broken part is never committed, so this
+        # checksum is never compared.
+        return "unreadable-zip"
     return "zipcd-sha256:" + hashlib.sha256(json.dumps(ident).encode()).hexdigest()
 
 
@@ -54,9 +62,20 @@ def _folder_checksum(uri: str, files: list) -> str:
     return "listing-sha256:" + hashlib.sha256(json.dumps([ident, digest]).encode()).hexdigest()
 
 
+def _part_folders(input_uri: str) -> list[str]:
+    """Names of the part folders directly under input_uri that hold any file. Found by their
+    files, not by metadata.json: a folder without one is a broken part to report, not to
+    skip silently (object stores have no empty folders to find anyway)."""
+    [found] = FileSystems.match([join(input_uri, "dfdc_train_part_*", "*")])
+    base = input_uri.rstrip("/") + "/"
+    return sorted({m.path[len(base):].split("/", 1)[0] for m in found.metadata_list
+                   if m.path.startswith(base) and "/" in m.path[len(base):]})
+
+
 def discover_parts(input_uri: str, selection: set[int] | None = None) -> list[PartSpec]:
     """Every DFDC part (zip or folder) directly under input_uri, optionally selected by number.
-    A part present both zipped and unpacked is read from the zip."""
+    A part present both zipped and unpacked is read from the zip. Never raises for a broken
+    part: reading it does, so that the reason is recorded for that part alone."""
     found: dict[int, PartSpec] = {}
     [zips] = FileSystems.match([join(input_uri, "dfdc_train_part_*.zip")])
     for m in zips.metadata_list:
@@ -64,9 +83,7 @@ def discover_parts(input_uri: str, selection: set[int] | None = None) -> list[Pa
         if part is None or (selection is not None and part not in selection):
             continue
         found[part] = PartSpec(part, m.path, "zip", m.size_in_bytes, _zip_checksum(m.path))
-    [metas] = FileSystems.match([join(input_uri, "dfdc_train_part_*", dfdc.METADATA)])
-    folders = {m.path.rsplit("/", 2)[-2] for m in metas.metadata_list}
-    for name in sorted(folders):
+    for name in _part_folders(input_uri):
         part = dfdc.parse_part_name(name)
         if part is None or part in found or (selection is not None and part not in selection):
             continue
@@ -86,7 +103,14 @@ class ZipMember:
 
     def __call__(self):
         with open_read(self.archive) as f, zipfile.ZipFile(f) as zf:
-            return io.BytesIO(dfdc.read_member(zf, self.member, max_bytes=self.max_bytes))
+            try:
+                data = dfdc.read_member(zf, self.member, max_bytes=self.max_bytes)
+            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError,
+                    ValueError) as exc:
+                # The member's bytes contradict its header (a CRC or size that lies, as zip
+                # bombs do, or bit rot): zipfile stopped at the declared size.
+                raise BadZipMember(f"{self.member!r}: {type(exc).__name__}: {exc}") from None
+        return io.BytesIO(data)
 
 
 @dataclass(frozen=True)
@@ -98,35 +122,61 @@ class FolderFile:
         return open_read(self.uri)
 
 
-def read_part(spec: PartSpec, *, max_member_bytes: int) -> tuple[bytes, dict, list[dict]]:
-    """Metadata bytes, video name -> opener, and rejects for unusable members.
+def read_part(spec: PartSpec, *, max_member_bytes: int, max_video_bytes: int | None = None
+              ) -> tuple[bytes, dict, list[dict]]:
+    """Metadata bytes, video name -> opener, and rejects for the files that will not be opened:
+    zip members refused by ``dfdc.scan_zip``, empty files, and videos over max_video_bytes
+    (``too_large``, as the decoder would say). Sizes come from the listing or the central
+    directory: nothing is read or inflated to judge them.
 
     Raises dfdc.BrokenPart when the archive or its metadata.json cannot be read."""
+    max_video_bytes = max_member_bytes if max_video_bytes is None else max_video_bytes
     if spec.kind == "zip":
         try:
             with open_read(spec.uri) as f, zipfile.ZipFile(f) as zf:
                 members, rejects = dfdc.scan_zip(zf, part=spec.part,
-                                                 max_member_bytes=max_member_bytes)
+                                                 max_member_bytes=max_member_bytes,
+                                                 name_by_file=True)
                 if members.metadata is None:
-                    raise dfdc.BrokenPart(spec.part, "no_metadata", "no metadata.json in archive")
+                    why = [f"{r['reason']}: {r['detail']}" for r in rejects
+                           if r["video"] == dfdc.METADATA]
+                    raise dfdc.BrokenPart(spec.part, "no_metadata",
+                                          "no usable metadata.json in the archive"
+                                          + (f" ({why[0]})" if why else ""))
                 raw = dfdc.read_member(zf, members.metadata, max_bytes=max_member_bytes)
-        except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-            raise dfdc.BrokenPart(spec.part, "bad_archive", str(exc)) from None
-        openers = {name: ZipMember(spec.uri, member, max_member_bytes)
-                   for name, member in members.videos.items()}
+                sizes = {name: zf.getinfo(m).file_size for name, m in members.videos.items()}
+        except (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError,
+                NotImplementedError) as exc:
+            raise dfdc.BrokenPart(spec.part, "bad_archive",
+                                  f"{type(exc).__name__}: {exc}") from None
+        openers = {}
+        for name, m in members.videos.items():
+            if sizes[name] > max_video_bytes:
+                rejects.append(_too_large(name, spec.part, sizes[name], max_video_bytes))
+            else:
+                openers[name] = ZipMember(spec.uri, m, max_member_bytes)
         return raw, openers, rejects
     files = _folder_listing(spec.uri)
     by_name = {m.path.rsplit("/", 1)[-1]: m for m in files}
     if dfdc.METADATA not in by_name:
         raise dfdc.BrokenPart(spec.part, "no_metadata", f"no metadata.json in {spec.uri}")
+    meta_size = by_name[dfdc.METADATA].size_in_bytes
+    if meta_size > max_member_bytes:
+        raise dfdc.BrokenPart(spec.part, "bad_metadata",
+                              f"metadata.json is {meta_size} bytes, limit {max_member_bytes}")
     raw = read_bytes(by_name[dfdc.METADATA].path)
     openers, rejects = {}, []
     for name, m in sorted(by_name.items()):
         if not name.endswith(".mp4"):
             continue
-        if m.size_in_bytes > max_member_bytes:
-            rejects.append(dfdc.reject(name, spec.part, "member_too_large",
-                                       f"{m.size_in_bytes} bytes, limit {max_member_bytes}"))
-            continue
-        openers[name] = FolderFile(m.path)
+        if m.size_in_bytes > max_video_bytes:
+            rejects.append(_too_large(name, spec.part, m.size_in_bytes, max_video_bytes))
+        elif m.size_in_bytes == 0:
+            rejects.append(dfdc.reject(name, spec.part, "empty_file", "0 bytes"))
+        else:
+            openers[name] = FolderFile(m.path)
     return raw, openers, rejects
+
+
+def _too_large(name: str, part: int, size: int, limit: int) -> dict:
+    return dfdc.reject(name, part, VideoTooLarge.reason, f"{size} bytes, limit {limit}")

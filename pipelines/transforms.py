@@ -43,8 +43,8 @@ class _PlanPartFn(beam.DoFn):
         cfg = self.cfg
         try:
             raw, openers, member_rejects = read_part(
-                spec, max_member_bytes=min(cfg.limits.max_member_bytes,
-                                           cfg.limits.max_video_bytes))
+                spec, max_member_bytes=cfg.limits.max_member_bytes,
+                max_video_bytes=cfg.limits.max_video_bytes)
             entries, meta_rejects = dfdc.parse_metadata(raw, part=spec.part)
         except dfdc.BrokenPart as exc:
             self.broken.inc()
@@ -57,7 +57,8 @@ class _PlanPartFn(beam.DoFn):
                          fakes_per_original=cfg.fakes_per_original, seed=cfg.seed,
                          test_parts=cfg.test_parts,
                          validation_fraction=cfg.validation_fraction,
-                         shards_per_split=cfg.shards_per_split)
+                         shards_per_split=cfg.shards_per_split,
+                         rejected_entries=[r["video"] for r in meta_rejects])
         plan_rejects = [r for r in plan.rejects if r["video"] not in refused]
         listed = {e.name for e in entries} | {r["video"] for r in meta_rejects}
         self.videos_listed.inc(len(listed))

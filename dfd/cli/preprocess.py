@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import re
 
-from dfd.config import PRESETS
+from dfd.config import PRESETS, Limits, override
 from dfd.errors import DfdError
 
 
@@ -35,6 +37,89 @@ def add_processing_arguments(p: argparse.ArgumentParser) -> None:
                    help="shards per part and split")
     p.add_argument("--seed", type=int)
     p.add_argument("--force", action="store_true", help="redo parts already committed")
+    add_limit_arguments(p)
+
+
+# The limits every preset uses; a flag replaces one of them for this run.
+_LIMITS = Limits()
+# "%(default).0s" prints nothing: it keeps ArgumentDefaultsHelpFormatter from appending
+# "(default: None)" where the help already names the real default.
+_NO_DEFAULT_SUFFIX = "%(default).0s"
+
+
+def add_limit_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags for dfd.config.Limits: inputs beyond them are refused before they cost memory or
+    time, each as a reject with its reason in the part's errors file."""
+    g = p.add_argument_group(
+        "limits", "Inputs beyond a limit are refused, before they cost memory or time, and "
+                  "recorded in the part's errors file with the reason in brackets. Sizes take "
+                  "K/M/G (powers of 1024) suffixes, e.g. 200M.")
+    g.add_argument("--max-video-bytes", type=byte_count, metavar="BYTES",
+                   help=f"largest video file [too_large] (default: "
+                        f"{_human_bytes(_LIMITS.max_video_bytes)}){_NO_DEFAULT_SUFFIX}")
+    g.add_argument("--max-frame-pixels", type=pixel_count, metavar="PIXELS",
+                   help=f"largest frame, as a count or WxH, judged from the header before any "
+                        f"frame is decoded [frame_too_large] (default: "
+                        f"{_LIMITS.max_frame_pixels}){_NO_DEFAULT_SUFFIX}")
+    g.add_argument("--max-frames", type=_positive(int), metavar="N",
+                   help=f"most frames a video may have, from its header or by counting packets "
+                        f"[too_many_frames] (default: {_LIMITS.max_frames}){_NO_DEFAULT_SUFFIX}")
+    g.add_argument("--max-decode-seconds", type=_positive(float), metavar="S",
+                   help=f"wall-clock decoding budget per video [decode_timeout] (default: "
+                        f"{_LIMITS.max_decode_seconds:g}){_NO_DEFAULT_SUFFIX}")
+    g.add_argument("--max-member-bytes", type=byte_count, metavar="BYTES",
+                   help=f"largest uncompressed zip member, judged from the central directory "
+                        f"without inflating it: zip bombs [member_too_large] (default: "
+                        f"{_human_bytes(_LIMITS.max_member_bytes)}){_NO_DEFAULT_SUFFIX}")
+
+
+def limits_from_args(args, base: Limits) -> Limits:
+    """base with the limits given on the command line."""
+    return override(base, **{f.name: getattr(args, f.name, None)
+                             for f in dataclasses.fields(Limits)})
+
+
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def byte_count(text: str) -> int:
+    """'200M', '200MiB', '1.5G', '4096' -> bytes (K/M/G/T are powers of 1024)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", text, re.IGNORECASE)
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 4096, 200M, 1.5G)")
+    value = int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"size must be at least 1 byte, got {text!r}")
+    return value
+
+
+def pixel_count(text: str) -> int:
+    """'8294400' or '3840x2160' -> pixels."""
+    m = re.fullmatch(r"\s*(\d+)\s*[xX*]\s*(\d+)\s*", text)
+    value = int(m.group(1)) * int(m.group(2)) if m else _positive(int)(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"pixels must be at least 1, got {text!r}")
+    return value
+
+
+def _positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a {kind.__name__}: {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+def _human_bytes(n: int) -> str:
+    for unit in ("T", "G", "M", "K"):
+        if n >= _UNITS[unit] and n % _UNITS[unit] == 0:
+            return f"{n // _UNITS[unit]}{unit}"
+    return str(n)
 
 
 def register(sub) -> None:
