@@ -287,15 +287,16 @@ def scan_zip(zf: zipfile.ZipFile, *, part: int, max_member_bytes: int,
 def read_member(zf: zipfile.ZipFile, member: str, *, max_bytes: int) -> bytes:
     """Read one member, refusing to inflate beyond max_bytes whatever its header claims.
 
-    zipfile stops at the size the central directory declares and then checks the CRC, so a
-    member that inflates past its declared size raises zipfile.BadZipFile after at most that
-    many bytes; a declared size over max_bytes raises ValueError before anything is read."""
+    A declared size over max_bytes raises ValueError before anything is read. zipfile cuts
+    its output at the declared size and then checks the CRC, so a member that inflates past
+    its declared size (a lying zip bomb) raises zipfile.BadZipFile; it inflates as much as is
+    asked for in one read before cutting, so no more than the declared size is asked for."""
     info = zf.getinfo(member)
     if info.file_size > max_bytes:
         raise ValueError(f"{member} declares {info.file_size} bytes, over the limit of "
                          f"{max_bytes} (zip bomb?)")
     with zf.open(info) as f:
-        data = f.read(max_bytes + 1)
+        data = f.read(info.file_size + 1)
     if len(data) > max_bytes:
         raise ValueError(f"{member} inflates past {max_bytes} bytes (zip bomb?)")
     return data

@@ -188,8 +188,14 @@ class VideoReader:
         except Exception as exc:  # an opener's own failure (missing member, network, size)
             raise UnreadableVideo(f"cannot open source: {type(exc).__name__}: {exc}") from None
         self._owned = target if owned else None
+        # Opening decodes a first frame to probe the stream, at whatever size its header
+        # claims (a 16K SPS costs 350 MB there). FFmpeg's own pixel cap, with room for its
+        # stride alignment, keeps that and every later frame near our limit; the exact check
+        # is ours, in _probe and _decode_next.
+        guard = {"max_pixels": str(min(2 * self.limits.max_frame_pixels, 2**31 - 1))}
         try:
-            self._container = av.open(target, mode="r", metadata_errors="ignore")
+            self._container = av.open(target, mode="r", metadata_errors="ignore",
+                                      options=guard)
         except Exception as exc:
             raise UnreadableVideo(f"cannot open container: {exc}") from None
         if not self._container.streams.video:
@@ -198,6 +204,7 @@ class VideoReader:
         ctx = self._stream.codec_context
         ctx.thread_count = self._threads
         ctx.thread_type = "NONE" if self._threads == 1 else "AUTO"
+        ctx.options = {**ctx.options, **guard}
         self._short_packet = False
         self._any_decoded = False
         self._frames: Iterator[av.VideoFrame] = self._decoded_frames()
