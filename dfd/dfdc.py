@@ -218,6 +218,8 @@ def _member_problem(info: zipfile.ZipInfo, *, max_member_bytes: int) -> tuple[st
         return "unsafe_member", why
     if _is_symlink(info):
         return "unsafe_member", "symbolic link"
+    if info.flag_bits & 0x1:
+        return "encrypted_member", "encrypted: it needs a password"
     if len([p for p in _path_pieces(name) if p not in ("", ".")]) > 2:
         return "unexpected_member", "nested deeper than the part folder"
     if info.file_size > max_member_bytes:
@@ -245,8 +247,8 @@ def scan_zip(zf: zipfile.ZipFile, *, part: int, max_member_bytes: int,
 
     A part zip holds ``dfdc_train_part_N/`` (or the files at its root). Members are judged by
     their central-directory entry and never opened here: absolute paths, '..', symlinks,
-    deeper folders, empty files and an uncompressed size over the limit (a zip bomb) are
-    rejected. A file name held by two members is rejected for both: which one was meant is
+    encrypted members, deeper folders, empty files and an uncompressed size over the limit (a
+    zip bomb) are rejected. A file name held by two members is rejected for both: which one was meant is
     unknowable. Files that are neither videos nor metadata.json are ignored (the real set has
     none).
 

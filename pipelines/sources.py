@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import lzma
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -16,6 +17,12 @@ from apache_beam.io.filesystems import FileSystems
 from dfd import dfdc
 from dfd.output_tree import join
 from dfd.video import BadZipMember, VideoTooLarge
+
+
+# What zipfile and its decompressors raise for a damaged or lying member (bz2 raises OSError,
+# an unknown method NotImplementedError, an encrypted one RuntimeError).
+_MEMBER_ERRORS = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, OSError,
+                  NotImplementedError, RuntimeError, ValueError)
 
 
 @dataclass(frozen=True)
@@ -42,7 +49,7 @@ def _zip_checksum(uri: str) -> str:
     try:
         with open_read(uri) as f, zipfile.ZipFile(f) as zf:
             ident = sorted((i.filename, i.CRC, i.file_size) for i in zf.infolist())
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+    except _MEMBER_ERRORS:
         # Not a zip (a failed download, a cut-off copy): the part fails when it is read, with
         # its reason recorded; its neighbours go on. A broken part is never committed, so this
         # checksum is never compared.
@@ -105,8 +112,7 @@ class ZipMember:
         with open_read(self.archive) as f, zipfile.ZipFile(f) as zf:
             try:
                 data = dfdc.read_member(zf, self.member, max_bytes=self.max_bytes)
-            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError,
-                    ValueError) as exc:
+            except _MEMBER_ERRORS as exc:
                 # The member's bytes contradict its header (a CRC or size that lies, as zip
                 # bombs do, or bit rot): zipfile stopped at the declared size.
                 raise BadZipMember(f"{self.member!r}: {type(exc).__name__}: {exc}") from None
@@ -145,8 +151,7 @@ def read_part(spec: PartSpec, *, max_member_bytes: int, max_video_bytes: int | N
                                           + (f" ({why[0]})" if why else ""))
                 raw = dfdc.read_member(zf, members.metadata, max_bytes=max_member_bytes)
                 sizes = {name: zf.getinfo(m).file_size for name, m in members.videos.items()}
-        except (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError,
-                NotImplementedError) as exc:
+        except _MEMBER_ERRORS as exc:
             raise dfdc.BrokenPart(spec.part, "bad_archive",
                                   f"{type(exc).__name__}: {exc}") from None
         openers = {}

@@ -261,6 +261,7 @@ class Member:
     crc: int
     method: int = _STORED
     symlink: bool = False
+    flags: int = 0  # general purpose bits; 0x1 marks the member encrypted
 
 
 def member(name: str, content: bytes, *, deflate: bool = True) -> Member:
@@ -320,7 +321,7 @@ def zip_bytes(members: list[Member]) -> bytes:
     dos_time, dos_date = 0, (1980 - 1980) << 9 | 1 << 5 | 1
     for m in members:
         name = m.name.encode("utf-8")
-        flags = 0x800  # names are UTF-8
+        flags = 0x800 | m.flags  # names are UTF-8
         offset = len(body)
         body += struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, flags, m.method, dos_time, dos_date,
                             m.crc, len(m.payload), m.size, len(name), 0) + name + m.payload
@@ -475,6 +476,7 @@ def _zip_part_1(src: Path, root: Path) -> tuple[int, dict[str, str], list[Path]]
         zip_bomb(in_folder(1, "zipbomb000.mp4")),
         lying_zip_bomb(in_folder(1, "zipliar000.mp4")),
         corrupted(member(in_folder(1, "bitrot0000.mp4"), good)),
+        dataclasses.replace(member(in_folder(1, "locked0000.mp4"), good), flags=0x1),
         member(in_folder(1, "twice00000.mp4"), good),
         member("twice00000.mp4", good),
         member(in_folder(1, "sub/deep000000.mp4"), good),
@@ -486,6 +488,7 @@ def _zip_part_1(src: Path, root: Path) -> tuple[int, dict[str, str], list[Path]]
         "winescape0.mp4": "unsafe_member", "drive00000.mp4": "unsafe_member",
         "linked0000.mp4": "unsafe_member", "zipbomb000.mp4": "member_too_large",
         "zipliar000.mp4": "bad_member", "bitrot0000.mp4": "bad_member",
+        "locked0000.mp4": "encrypted_member",
         "twice00000.mp4": "duplicate_member", "deep000000.mp4": "unexpected_member",
         "emptymember.mp4": "empty_file",
     }
