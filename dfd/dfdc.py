@@ -248,9 +248,9 @@ def scan_zip(zf: zipfile.ZipFile, *, part: int, max_member_bytes: int,
     A part zip holds ``dfdc_train_part_N/`` (or the files at its root). Members are judged by
     their central-directory entry and never opened here: absolute paths, '..', symlinks,
     encrypted members, deeper folders, empty files and an uncompressed size over the limit (a
-    zip bomb) are rejected. A file name held by two members is rejected for both: which one was meant is
-    unknowable. Files that are neither videos nor metadata.json are ignored (the real set has
-    none).
+    zip bomb) are rejected. A file name held by two members is rejected for both: which one
+    was meant is unknowable. Files that are neither videos nor metadata.json are ignored (the
+    real set has none).
 
     A reject names the member as stored, or its file name when a size decided. With
     ``name_by_file`` every reject names the file name (what metadata.json lists), with the

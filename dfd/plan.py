@@ -2,6 +2,10 @@
 
 Works on metadata alone, before any video is opened, so the fakes left out by balancing are
 never decoded. One ``Unit`` (an original with its chosen fakes) is the pipeline's unit of work.
+
+A part is planned on its own: a video is keyed by (part, name). DFDC's names are unique across
+parts; a name repeated in another part is taken for another video and kept once in each part
+(records, rejects and the manifest's counts all carry the part), never merged or dropped.
 """
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ import zlib
 from pathlib import Path
 
 from dfd.dfdc import METADATA, part_folder_name, part_zip_name
-from video_fixtures import _ROOT, background, clip, face_frames, write_clip
+from video_fixtures import _ROOT, background, clip, write_clip
 
 NOT_A_VIDEO = b"<html><body><h1>403 Forbidden</h1>Request has expired</body></html>\n" * 20
 """What a failed download saves under the video's name."""
@@ -57,7 +57,6 @@ def truncated(data: bytes, keep: float) -> bytes:
 # -- MP4 boxes (ISO/IEC 14496-12): size, type, payload; the sample table lives in
 #    moov/trak/mdia/minf/stbl.
 
-_CONTAINERS = (b"moov", b"trak", b"mdia", b"minf", b"stbl")
 _SAMPLE_TABLE = (b"moov", b"trak", b"mdia", b"minf", b"stbl")
 
 

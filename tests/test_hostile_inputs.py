@@ -35,6 +35,7 @@ from hostile_corpus import (LANDS, MAX_FRAME_PIXELS, MAX_FRAMES, MAX_MEMBER_BYTE
 from pipelines import sources
 from pipelines.commit import RUN_SUMMARY
 
+slow = pytest.mark.slow  # the tests of the one pipeline run
 FRAMES = 3  # sampled uniformly, so the last frame (gone from the truncated clip) is among them
 
 
@@ -94,6 +95,7 @@ def manifest_of(run: Run) -> dict:
 
 # ---- the one pipeline run -----------------------------------------------------------------------
 
+@slow
 def test_every_bad_video_entry_and_member_is_recorded_with_its_own_reason(run):
     for part, outcomes in run.source.outcomes.items():
         reasons: dict[str, set] = {}
@@ -105,6 +107,7 @@ def test_every_bad_video_entry_and_member_is_recorded_with_its_own_reason(run):
         assert reasons == expected, part
 
 
+@slow
 def test_good_videos_land_next_to_the_bad_ones(run):
     rows = faces_of(run)
     one_of = set(run.source.either_fake)
@@ -121,6 +124,7 @@ def test_good_videos_land_next_to_the_bad_ones(run):
                                                                           "goodreal00.mp4"))
 
 
+@slow
 def test_broken_parts_fail_alone_with_a_one_line_reason_recorded_for_the_part(run):
     assert run.status == 1  # a failed part fails the command, for a scheduler to notice
     failed = {}
@@ -140,6 +144,7 @@ def test_broken_parts_fail_alone_with_a_one_line_reason_recorded_for_the_part(ru
     assert sorted(manifest_of(run)["parts"]) == ["00", "01"]
 
 
+@slow
 def test_accounting_holds_for_every_committed_part_and_nothing_is_lost(run):
     rows = faces_of(run)
     for key, entry in manifest_of(run)["parts"].items():
@@ -159,6 +164,7 @@ def test_accounting_holds_for_every_committed_part_and_nothing_is_lost(run):
         assert entry["records"] == sum(1 for r in rows if r["part"] == part)
 
 
+@slow
 def test_a_name_repeated_across_parts_is_kept_once_in_each_part(run):
     rows = faces_of(run)
     keys = Counter((r["part"], r["video"], r["frame_index"], r["face_index"]) for r in rows)
@@ -174,6 +180,7 @@ def test_a_name_repeated_across_parts_is_kept_once_in_each_part(run):
     assert tf_keys == keys
 
 
+@slow
 def test_nothing_is_written_outside_the_output_and_the_input_is_untouched(run):
     changed = {p for p, v in run.after.items() if run.before.get(p) != v}
     removed = set(run.before) - set(run.after)
@@ -190,6 +197,7 @@ def test_nothing_is_written_outside_the_output_and_the_input_is_untouched(run):
                     for piece in Path(p).parts)], "staged files left visible"
 
 
+@slow
 def test_limit_flags_reach_the_workers(run):
     """Each limit flag refused the one video planted beyond it, with the flag's value."""
     details = {(r["video"], r["reason"]): r["detail"] for part in (0, 1)

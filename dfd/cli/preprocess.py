@@ -1,4 +1,12 @@
-"""`dfd preprocess`: the Beam pipeline from DFDC parts to face shards."""
+"""`dfd preprocess`: the Beam pipeline from DFDC parts to face shards.
+
+Limits (``dfd.config.Limits``, the same in every preset) refuse hostile or broken inputs before
+they cost memory or time; each refusal is a reject with its reason in the part's errors file:
+``--max-video-bytes`` (200M, too_large), ``--max-frame-pixels`` (3840x2160, frame_too_large,
+judged from the stream header), ``--max-frames`` (2000, too_many_frames), ``--max-decode-seconds``
+(120, decode_timeout) and ``--max-member-bytes`` (200M uncompressed, member_too_large, from the
+zip's central directory, so a zip bomb is never inflated).
+"""
 from __future__ import annotations
 
 import argparse
