@@ -29,9 +29,9 @@ from dfd import output_tree as ot
 from dfd.cli import build_parser, main
 from dfd.video import BadZipMember, FrameTooLarge, TooManyFrames, UnreadableVideo, open_video
 from hostile_corpus import (LANDS, MAX_FRAME_PIXELS, MAX_FRAMES, MAX_MEMBER_BYTES,
-                            MAX_VIDEO_BYTES, build_hostile_source, claim_frame_count,
-                            claim_frame_size, in_folder, lying_zip_bomb, member, plain_clip,
-                            write_zip_part, zip_bomb)
+                            MAX_VIDEO_BYTES, HostileSource, build_hostile_source,
+                            claim_frame_count, claim_frame_size, in_folder, lying_zip_bomb,
+                            member, plain_clip, write_zip_part, zip_bomb)
 from pipelines import sources
 from pipelines.commit import RUN_SUMMARY
 
@@ -43,7 +43,7 @@ FRAMES = 3  # sampled uniformly, so the last frame (gone from the truncated clip
 class Run:
     root: Path
     out: Path
-    source: object  # hostile_corpus.HostileSource
+    source: HostileSource
     status: int
     stdout: str
     stderr: str
