@@ -8,6 +8,7 @@ never unpickles anything.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -153,20 +154,126 @@ def save_model(model: keras.Model, directory: str, *, name: str, options: dict) 
     (out / MODEL_JSON).write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
 
 
-def read_model_spec(directory: str) -> dict:
-    path = Path(directory) / MODEL_JSON
-    if not path.is_file():
-        raise FileNotFoundError(f"no {MODEL_JSON} in {directory}: not a saved dfd model")
-    spec = json.loads(path.read_text())
+class UnsafeModel(ValueError):
+    """A saved model in a form dfd does not load: anything but model.json naming a registered
+    model with plain options, and weights.h5 holding weights only."""
+
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_SPEC_KEYS = {"name", "options", "input_shape", "format_version"}
+# Files other tools save models as; every one can run code when loaded (pickle outright; a
+# Keras config or SavedModel through Lambda layers and custom objects). Named in errors only.
+_OTHER_FORMATS = {".pkl": "a pickle", ".pickle": "a pickle", ".joblib": "a joblib pickle",
+                  ".pt": "a PyTorch pickle", ".pth": "a PyTorch pickle",
+                  ".keras": "a Keras archive", ".pb": "a TensorFlow SavedModel",
+                  ".hdf5": "an HDF5 model", ".npy": "a NumPy file"}
+
+
+def _other_formats(directory: Path) -> str:
+    if not directory.is_dir():
+        return ""
+    found = sorted(f"{p.name} ({_OTHER_FORMATS[p.suffix.lower()]})" for p in directory.iterdir()
+                   if p.suffix.lower() in _OTHER_FORMATS)
+    if not found:
+        return ""
+    return (f"; it holds {', '.join(found)}, which dfd never loads: a model is rebuilt from "
+            f"{MODEL_JSON} and {WEIGHTS_H5} only, so loading one cannot run code")
+
+
+def _builder_options(name: str) -> set[str] | None:
+    """The keyword options a registered model takes (None: it takes any)."""
+    import inspect
+
+    builder = functools.partial(_backbone_classifier, name) if name in _BACKBONES \
+        else MODELS[name]
+    params = inspect.signature(builder).parameters.values()
+    if any(p.kind == p.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+
+
+def _check_spec(spec, path: Path) -> dict:
+    if not isinstance(spec, dict):
+        raise UnsafeModel(f"{path}: expected a JSON object, got {type(spec).__name__}")
+    if "class_name" in spec or "config" in spec or "module" in spec:
+        raise UnsafeModel(f"{path} is a Keras model config; its layers (a Lambda's code, "
+                          f"custom objects) are never deserialized: dfd rebuilds a registered "
+                          f"model by name")
     if spec.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: format_version {spec.get('format_version')!r}, "
                          f"this code reads {FORMAT_VERSION}")
+    if set(spec) != _SPEC_KEYS:
+        raise UnsafeModel(f"{path}: expected exactly the keys {sorted(_SPEC_KEYS)}, got "
+                          f"{sorted(map(str, spec))}")
+    name, options, shape = spec["name"], spec["options"], spec["input_shape"]
+    if not isinstance(name, str) or name not in MODELS:
+        raise UnsafeModel(f"{path}: unknown model {name!r}; one of {sorted(MODELS)}")
+    if not isinstance(options, dict):
+        raise UnsafeModel(f"{path}: options must be an object")
+    allowed = _builder_options(name)
+    for key, value in options.items():
+        if allowed is not None and key not in allowed:
+            raise UnsafeModel(f"{path}: {name} takes no option {key!r}; it takes "
+                              f"{sorted(allowed)}")
+        if value is not None and not isinstance(value, (bool, int, float, str)):
+            raise UnsafeModel(f"{path}: option {key!r} must be a number, string, boolean or "
+                              f"null, got {type(value).__name__}")
+    if not (isinstance(shape, list) and len(shape) == 3
+            and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)):
+        raise UnsafeModel(f"{path}: input_shape must be three positive integers, got {shape!r}")
     return spec
 
 
+def read_model_spec(directory: str) -> dict:
+    """``model.json``, checked: a registered model's name, options it takes (plain values),
+    its input shape. Anything else is refused before a layer is built."""
+    path = Path(directory) / MODEL_JSON
+    if not path.is_file():
+        raise FileNotFoundError(f"no {MODEL_JSON} in {directory}: not a saved dfd model"
+                                + _other_formats(Path(directory)))
+    try:
+        spec = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise UnsafeModel(f"{path} is not valid JSON ({exc})") from None
+    return _check_spec(spec, path)
+
+
+def check_weights_file(path: Path) -> None:
+    """weights.h5 must be an HDF5 file of layer weights, as ``save_model`` writes it.
+
+    Refused: anything else under that name (a pickle, a zip, a folder), and a whole saved
+    Keras model, whose ``model_config`` could carry a Lambda layer's code."""
+    import h5py
+
+    if not path.is_file():
+        raise FileNotFoundError(f"no {WEIGHTS_H5} in {path.parent}: not a saved dfd model"
+                                + _other_formats(path.parent))
+    with open(path, "rb") as f:
+        head = f.read(len(HDF5_SIGNATURE))
+    if head != HDF5_SIGNATURE:
+        raise UnsafeModel(f"{path} is not an HDF5 file (it starts {head[:8]!r}); dfd loads "
+                          f"weights from HDF5 only, never from a pickle or an archive")
+    try:
+        with h5py.File(path, "r") as h5:
+            attrs = set(h5.attrs)
+    except OSError as exc:
+        raise UnsafeModel(f"{path} is not a readable HDF5 file ({exc})") from None
+    if "model_config" in attrs:
+        raise UnsafeModel(f"{path} is a whole saved Keras model; dfd loads weights only "
+                          f"(save them with dfd.models.save_model)")
+    if "layer_names" not in attrs:
+        raise UnsafeModel(f"{path} holds no Keras layer weights (no layer_names attribute)")
+
+
 def load_model(directory: str) -> keras.Model:
-    """Rebuild the model named in ``model.json`` and load its weights."""
+    """Rebuild the model named in ``model.json`` and load its weights.
+
+    Nothing in the directory is deserialized as code: the architecture comes from this
+    package's registry, the weights are arrays read from HDF5. Raises UnsafeModel (a
+    ValueError) for any other form."""
     spec = read_model_spec(directory)
+    weights = Path(directory) / WEIGHTS_H5
+    check_weights_file(weights)
     options = dict(spec["options"])
     if spec["name"] in _BACKBONES:
         options["weights"] = None  # the saved weights replace ImageNet's; do not fetch them
@@ -174,7 +281,7 @@ def load_model(directory: str) -> keras.Model:
     if list(model.input_shape[1:]) != spec["input_shape"]:
         raise ValueError(f"{directory}: model input {list(model.input_shape[1:])} does not match "
                          f"the saved input_shape {spec['input_shape']}")
-    model.load_weights(str(Path(directory) / WEIGHTS_H5))
+    model.load_weights(str(weights))
     return model
 
 

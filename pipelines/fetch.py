@@ -43,6 +43,7 @@ from dfd import manifest as mf
 from dfd.errors import DfdError
 from dfd.kaggle import AccessDenied, Competition, CompetitionFile, RetryPolicy
 from dfd.kaggle.checks import read_receipt
+from dfd.kaggle.redact import redact
 from dfd.output_tree import join
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,8 @@ class _FetchPartFn(beam.DoFn):
             yield self._failure(part, reason, str(exc))
             return
         except Exception as exc:  # one part's surprise must not stop the other parts
-            yield self._failure(part, "fetch_error", f"{type(exc).__name__}: {exc}")
+            # Its text may quote a signed download URL: redacted before it is logged or kept.
+            yield self._failure(part, "fetch_error", redact(f"{type(exc).__name__}: {exc}"))
             return
         if result.status == "fetched":
             self.fetched.inc()

@@ -22,6 +22,7 @@ element, or call the module-level ``fetch_part`` (which authenticates and lists 
     checks.py       size and checksum verification, receipts
     retries.py      what to retry and how long to wait
     progress.py     tqdm bars per file and overall
+    redact.py       credentials and signed URLs kept out of messages and logs
 """
 from dfd.kaggle.checks import RECEIPTS, read_receipt
 from dfd.kaggle.competition import (COMPETITION, INCOMING, Competition, CompetitionFile,

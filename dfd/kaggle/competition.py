@@ -14,6 +14,7 @@ from dfd.kaggle import checks
 from dfd.kaggle.credentials import authenticated_api, credential_source
 from dfd.kaggle.errors import AccessDenied, FetchFailed, Mismatch
 from dfd.kaggle.progress import Progress
+from dfd.kaggle.redact import redact
 from dfd.kaggle.retries import RetryPolicy, describe, http_status, is_transient, retry_after
 from dfd.output_tree import join
 
@@ -254,6 +255,12 @@ class Competition:
         if status == 404:
             raise DfdError(f"{self.name}: {what} not found on Kaggle (HTTP 404)") from None
         if not is_transient(exc):
+            import requests
+
+            if isinstance(exc, requests.RequestException) or status is not None:
+                # Its text can quote the signed download URL.
+                raise FetchFailed(f"{self.name}: {what}: "
+                                  f"{describe(exc) if status else redact(repr(exc))}") from None
             raise exc
 
     def _with_retries(self, what: str, call):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from dfd.errors import DfdError
 from dfd.kaggle.errors import AccessDenied, MissingCredentials
+from dfd.kaggle.redact import redact_http_logs, register_secret
 from dfd.kaggle.retries import describe
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,7 @@ def _api_class():
 
 
 def authenticated_api(source: str):
+    redact_http_logs()
     api = _api_class()()
     try:
         with contextlib.redirect_stdout(io.StringIO()):
@@ -127,4 +129,7 @@ def authenticated_api(source: str):
     except Exception as exc:  # a token is introspected over the network
         raise DfdError(f"could not check the Kaggle credentials from {source}: "
                        f"{describe(exc)}") from None
+    values = getattr(api, "config_values", {}) or {}
+    for name in (api.CONFIG_NAME_KEY, api.CONFIG_NAME_TOKEN):
+        register_secret(values.get(name))  # blanked in any message that would quote it
     return api
