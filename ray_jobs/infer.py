@@ -40,6 +40,7 @@ from dfd import output_tree as ot
 from dfd.config import InferConfig
 from dfd.errors import DfdError
 from dfd.predict import load_model_files, read_model_files, score_crops
+from ray_jobs import local_ray
 
 log = logging.getLogger(__name__)
 
@@ -225,15 +226,14 @@ class FacePredictor:
 # ---- the job -----------------------------------------------------------------------------------
 
 def init_ray(address: str | None = None) -> bool:
-    """Connect to ``address`` or start an in-process local Ray (dashboard off); return True
-    when this call started it, so the caller shuts it down."""
+    """Connect to ``address`` or start an in-process Ray on 127.0.0.1 (dashboard off); return
+    True when this call started it, so the caller shuts it down."""
     if ray.is_initialized():
         return False
     if address:
-        ray.init(address=address, log_to_driver=False)
+        local_ray.connect(address)
     else:
-        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
-                 configure_logging=False)
+        local_ray.start_loopback_ray()
     return True
 
 
@@ -245,6 +245,10 @@ def cpus_per_actor(cfg: InferConfig) -> float:
     if cfg.actors * cfg.cpus_per_actor <= spare:
         return cfg.cpus_per_actor
     share = spare / cfg.actors
+    if share >= 1:
+        # Whole CPUs: fractional shares above one leave every node a fraction of a CPU (two
+        # 2-CPU nodes, two actors of 1.5), and the reads, which need a whole CPU, never start.
+        share = float(int(share))
     log.info("%d actors x %g CPUs would leave no CPU for reading on %g CPUs: "
              "reserving %.2f CPUs per actor", cfg.actors, cfg.cpus_per_actor, total, share)
     return share

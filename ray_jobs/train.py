@@ -36,6 +36,7 @@ from dfd import config as dfd_config
 from dfd import curves, manifest, models, output_tree, storage, train_input
 from dfd.config import TrainConfig
 from dfd.errors import DfdError
+from ray_jobs import local_ray
 
 log = logging.getLogger(__name__)
 
@@ -281,34 +282,15 @@ def write_run_config(run_dir: str, cfg: TrainConfig, *, data: str, data_hash: st
     storage.write_bytes(uri, text.encode())
 
 
-def _start_loopback_ray() -> None:
-    """An in-process Ray reachable on 127.0.0.1 only, without a dashboard.
-
-    Ray replaces a 127.0.0.1 node address with the host's routable one, and then its servers
-    listen on every interface, unless it believes it cannot form a cluster (its macOS/Windows
-    mode). That switch is flipped just for the start, so a later connection to a real cluster
-    from this process still sees the routable address.
-    """
-    from ray._private import ray_constants
-
-    can_cluster = ray_constants.ENABLE_RAY_CLUSTER
-    ray_constants.ENABLE_RAY_CLUSTER = False
-    try:
-        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
-                 configure_logging=False)
-    finally:
-        ray_constants.ENABLE_RAY_CLUSTER = can_cluster
-
-
 def init_ray(address: str | None, cfg: TrainConfig) -> bool:
     """Connect to ``address`` or start a local Ray on 127.0.0.1 (no dashboard); True when
     this call started Ray, so the caller shuts it down."""
     if ray.is_initialized():
         return False
     if address:
-        ray.init(address=address, log_to_driver=False)
+        local_ray.connect(address)
         return True
-    _start_loopback_ray()
+    local_ray.start_loopback_ray()
     # A local Ray never grows: asking for more than it has would wait forever.
     resources = ray.cluster_resources()
     for kind, per_worker, flag in (("CPU", cfg.cpus_per_worker, "--cpus-per-worker"),
