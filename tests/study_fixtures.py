@@ -1,0 +1,32 @@
+"""A face-shard tree for the study tests: two parts split into train and validation by
+original, and one part held out whole (test), from ``train_fixtures.make_face_dataset``."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from dfd import manifest as mf
+from dfd import output_tree
+from train_fixtures import make_face_dataset
+
+HELD_OUT_PART = 2
+
+
+def make_study_data(root: Path, *, originals: int = 4, validation: int = 2,
+                    held_out: int = 3, frames: int = 4) -> Path:
+    """``root/faces``: parts 0 and 1 with ``originals`` train and ``validation`` validation
+    originals each, part 2 with ``held_out`` test originals; one fake per original."""
+    data, scratch = root / "faces", root / "held-out"
+    make_face_dataset(data, parts=(0, 1), per_split={"train": originals,
+                                                     "validation": validation},
+                      frames=frames, formats=("parquet",))
+    make_face_dataset(scratch, parts=(HELD_OUT_PART,), per_split={"test": held_out},
+                      frames=frames, formats=("parquet",), seed=1)
+    shutil.copytree(output_tree.part_dir(str(scratch), "parquet", HELD_OUT_PART),
+                    output_tree.part_dir(str(data), "parquet", HELD_OUT_PART))
+    manifest = mf.loads(Path(output_tree.manifest_path(str(data))).read_text())
+    extra = mf.loads(Path(output_tree.manifest_path(str(scratch))).read_text())
+    manifest = mf.with_parts(manifest, list(extra["parts"].values()))
+    Path(output_tree.manifest_path(str(data))).write_text(mf.dumps(manifest))
+    shutil.rmtree(scratch)
+    return data
