@@ -421,6 +421,7 @@ def test_infer_report_and_predict_write_only_where_they_are_told(tmp_path, monke
     csv = tmp_path / "sub" / "submission.csv"
     csv.parent.mkdir()
     before = tree_state(tmp_path)
+    capsys.readouterr()
     status = main(["predict", str(part), "--run-dir", str(run), "--csv", str(csv),
                    "--frames-per-video", "2", "--json"])
     assert status == 0, capsys.readouterr().err
