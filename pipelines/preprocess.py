@@ -5,6 +5,9 @@
 Runs on the DirectRunner (multi_processing, one worker per core) by default; every Beam flag
 passes through untouched, so ``--runner=DataflowRunner --project=... --region=...`` (or Flink,
 Spark) runs the same code. Parts already committed from the same source and config are skipped.
+A run first rolls back any commit a killed run left unfinished (``pipelines.commit.recover``)
+and clears what it staged, so a killed run is simply run again; if a worker dies the run fails
+with one line naming the parts it left uncommitted.
 ``--input kaggle://deepfake-detection-challenge --staging URI`` first fetches the parts that
 need it from Kaggle into staging (``pipelines.fetch``), then processes them from there.
 """
