@@ -150,7 +150,7 @@ def read_model_files(run_dir: str) -> tuple[dict[str, bytes], str]:
     """The saved model's files and its identifier (``<model name>@<run dir name>``); the run
     dir may be local, gs:// or s3://."""
     from dfd.errors import DfdError
-    from dfd.models import FORMAT_VERSION, MODEL_JSON, WEIGHTS_H5
+    from dfd.models import MODEL_JSON, WEIGHTS_H5
 
     files = {}
     for name in (MODEL_JSON, WEIGHTS_H5):
@@ -159,13 +159,31 @@ def read_model_files(run_dir: str) -> tuple[dict[str, bytes], str]:
             raise DfdError(f"{run_dir} holds no trained model ({MODEL_SUBDIR}/{name} is "
                            f"missing): is it the run dir of `dfd train`?")
         files[name] = blob
-    spec = json.loads(files[MODEL_JSON])
-    if spec.get("format_version") != FORMAT_VERSION:
-        raise DfdError(f"{run_dir}: saved model format_version {spec.get('format_version')!r}, "
-                       f"this code reads {FORMAT_VERSION}")
+    spec = check_model_files(files, run_dir)
     run_name = (storage.local_path(run_dir).resolve().name if storage.is_local(run_dir)
                 else run_dir.rstrip("/").rsplit("/", 1)[-1])
     return files, f"{spec['name']}@{run_name}"
+
+
+def check_model_files(files: dict[str, bytes], run_dir: str) -> dict:
+    """The model's spec, once ``dfd.models``' checks pass on these files; a DfdError naming
+    the run dir otherwise. Done here, on the driver, so that a refused model is one line
+    rather than a failure inside every inference actor."""
+    import tempfile
+
+    from dfd.errors import DfdError
+    from dfd.models import WEIGHTS_H5, check_weights_file, read_model_spec
+
+    with tempfile.TemporaryDirectory(prefix="dfd-model-") as tmp:
+        for name, blob in files.items():
+            Path(tmp, name).write_bytes(blob)
+        try:
+            spec = read_model_spec(tmp)
+            check_weights_file(Path(tmp, WEIGHTS_H5))
+        except (ValueError, OSError) as exc:
+            raise DfdError(f"{run_dir}/{MODEL_SUBDIR}: "
+                           f"{str(exc).replace(tmp + '/', '').replace(tmp, '')}") from None
+    return spec
 
 
 def load_model_files(files: dict[str, bytes]):

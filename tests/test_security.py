@@ -322,6 +322,26 @@ def test_dfd_predict_refuses_a_run_dir_with_a_pickle_for_weights(planted_models,
     assert not marker.exists()
 
 
+def test_dfd_infer_refuses_an_unsafe_model_in_one_line_before_starting_ray(planted_models,
+                                                                          tmp_path, capsys):
+    from dfd.cli import main
+
+    planted, _, marker = planted_models
+    data = tmp_path / "faces"
+    make_face_tree(data, parts={0: "test"}, originals=1)
+    with_spec = {phrase: folder for phrase, folder in planted.items()
+                 if (folder / "model.json").exists()}
+    assert len(with_spec) >= 4
+    for phrase, folder in with_spec.items():
+        status = main(["infer", "--data", str(data), "--run-dir", str(folder.parent),
+                       "--out", str(tmp_path / "out")])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert status == 1
+        assert err[-1].startswith("dfd infer: error: ") and phrase in err[-1], (phrase, err)
+    assert not (tmp_path / "out").exists()
+    assert not marker.exists()
+
+
 # ---- output paths ----------------------------------------------------------------------------
 
 HOSTILE_PIECES = ["..", "../x", "a/../../x", "/etc/passwd", "a//b", "a/./b", ".", "",
