@@ -450,6 +450,7 @@ def occlusion_study(study: Study, *, address: str | None) -> StudyResult:
     # Per model (paired by its index) and per region, the same figures as any evaluation.
     names = (occlusion.UNMASKED, *plan.regions)
     per_region: dict[str, dict[int, dict]] = {r: {} for r in names}
+    unmasked: dict[int, dict] = {}  # each model's full metrics on the untouched crops
     drops: dict[str, dict[str, dict[int, float]]] = {r: {"fake": {}, "real": {}}
                                                      for r in plan.regions}
     for m, run in enumerate(models):
@@ -461,7 +462,9 @@ def occlusion_study(study: Study, *, address: str | None) -> StudyResult:
                                                      rule=plan.infer.aggregation,
                                                      faceless=no_face)
             per_region[region][m] = summary.figures(evaluated)
-            if r:
+            if not r:
+                unmasked[m] = evaluated
+            else:
                 lost = occlusion.evidence_drop(crops["p_fake"][scored, m], p[scored],
                                                labels[scored])
                 for kind, value in (("fake", 1), ("real", 0)):
@@ -502,7 +505,7 @@ def occlusion_study(study: Study, *, address: str | None) -> StudyResult:
 
     trained_how = sorted({f"{m.train.model} (augment {m.train.augment}, "
                           f"{len(m.history)} epochs)" for m in models})
-    notes = [f"Held-out {_describe_set(_unmasked_evaluation(crops, models, plan, no_face), study.held_out.parts)}.",
+    notes = [f"Held-out {_describe_set(unmasked[0], study.held_out.parts)}.",
              f"{len(models)} model(s): {'; '.join(trained_how)}"
              + (f", seeds {_seeds(plan.seeds)}" if not plan.model_runs else "") + ".",
              f"Regions placed from RetinaFace's landmarks on the crop itself for "
@@ -532,12 +535,6 @@ def occlusion_study(study: Study, *, address: str | None) -> StudyResult:
                              asymmetry_columns, asymmetry_rows))
     return StudyResult(notes, tables, figures_png, record,
                        files={"crops.parquet": _crops_table(crops, models, plan.regions)})
-
-
-def _unmasked_evaluation(crops, models, plan: StudyPlan, no_face) -> dict:
-    frames = evaluation.frame_records(crops, crops["p_fake"][:, 0], model=model_name(models[0]))
-    return evaluation.evaluate_model(frames, model="", rule=plan.infer.aggregation,
-                                     faceless=no_face)[1]
 
 
 def _region_shares(crops: dict, regions: Sequence[str]) -> dict[str, dict]:
@@ -577,6 +574,8 @@ def _mean_crops(selection: infer.ShardSelection) -> dict[str, np.ndarray]:
     sums = {"FAKE": None, "REAL": None}
     seen = {"FAKE": 0, "REAL": 0}
     for uri in selection.files:
+        if min(seen.values()) >= MEAN_CROP_LIMIT:
+            break
         fs, path = storage.resolve(uri)
         table = pq.read_table(path, filesystem=fs, columns=["label", "image"])
         for label, image in zip(table["label"].to_pylist(), table["image"].to_pylist()):
@@ -659,7 +658,6 @@ def split_study(study: Study, *, address: str | None) -> StudyResult:
     results: dict[tuple[str, str], dict[int, dict]] = {(a, e): {} for a, e, _, _ in SPLIT_ROWS}
     for (arm, evaluated_on, s), evaluated in zip(where, evaluate(requests, plan.infer)):
         results[(arm, evaluated_on)][s] = evaluated
-    held = [results[("leak_free", HELD_OUT)][seeds[0]]]
     figures = {key: {s: summary.figures(e) for s, e in by_seed.items()}
                for key, by_seed in results.items()}
     leaks = {"random": [d["random"] for d in described.values()],
@@ -686,24 +684,9 @@ def split_study(study: Study, *, address: str | None) -> StudyResult:
     inflation_columns = [Column("difference", "inflation (paired by seed)", "text"),
                          *[Column(c.key, c.title, "delta") for c in FIGURE_COLUMNS],
                          Column("frame_auc", "frame AUC", "delta")]
-    first = described[seeds[0]]
-    notes = [f"Held-out {_describe_set(held[0], study.held_out.parts)}; the same for both "
-             f"splits.",
-             f"Both splits deal the same {first['images']} train+validation crops, "
-             f"{first['validation_images']} of them to validation: by original (leak-free, as "
-             f"committed) or image by image at random (the paper's way; seed = training "
-             f"seed). paper_cnn, {_budget(cfg)}, seeds {_seeds(plan.seeds)}; cells are mean ± "
-             f"sd over seeds. Validation figures count only videos with crops.",
-             f"Random split: {_mean([leak['validation_videos_seen_in_train'] for leak in leaks['random']])} "
-             f"of {_mean([leak['validation_videos'] for leak in leaks['random']])} validation "
-             f"videos have frames in train, and "
-             f"{_mean([leak['validation_originals_seen_in_train'] for leak in leaks['random']])} of "
-             f"{_mean([leak['validation_originals'] for leak in leaks['random']])} validation "
-             f"originals; leak-free split: "
-             f"{first['leak_free']['validation_videos_seen_in_train']} and "
-             f"{first['leak_free']['validation_originals_seen_in_train']}."]
-    labels = {f"{arm_title.split()[0]}\n{set_title.split(' (')[0]}": figures[(arm, e)]
-              for arm, e, arm_title, set_title in SPLIT_ROWS}
+    notes = _split_notes(study, cfg, results[("leak_free", HELD_OUT)][seeds[0]], described)
+    labels = {f"{arm.replace('_', '-')}\n{'held-out' if e == HELD_OUT else e}":
+              figures[(arm, e)] for arm, e, _, _ in SPLIT_ROWS}
     figures_png = {"split.png": plots.seeds_figure(
         {label: {n: [f[n] for f in by_seed.values()] for n in FIGURES}
          for label, by_seed in labels.items()}, FIGURES,
@@ -718,9 +701,29 @@ def split_study(study: Study, *, address: str | None) -> StudyResult:
                        figures_png, record)
 
 
-def _mean(values: Sequence[float]) -> str:
-    mean = float(np.mean(values))
-    return f"{mean:.0f}" if mean == round(mean) else f"{mean:.1f}"
+def _split_notes(study: Study, cfg: TrainConfig, held_out: dict, described: dict) -> list[str]:
+    first = next(iter(described.values()))
+
+    def mean_of(arm: str, key: str) -> str:
+        value = float(np.mean([d[arm][key] for d in described.values()]))
+        return f"{value:.0f}" if value == round(value) else f"{value:.1f}"
+
+    return [f"Held-out {_describe_set(held_out, study.held_out.parts)}; the same for both "
+            f"splits.",
+            f"Both splits deal the same {first['images']} train+validation crops, "
+            f"{first['validation_images']} of them to validation: by original (leak-free, as "
+            f"committed) or image by image at random (the paper's way; seed = training seed). "
+            f"paper_cnn, {_budget(cfg)}, seeds {_seeds(study.plan.seeds)}; cells are mean ± "
+            f"sd over seeds. Validation figures count only videos with crops.",
+            f"Validation videos with frames in train: random split "
+            f"{mean_of('random', 'validation_videos_seen_in_train')} of "
+            f"{mean_of('random', 'validation_videos')} (originals: "
+            f"{mean_of('random', 'validation_originals_seen_in_train')} of "
+            f"{mean_of('random', 'validation_originals')}); leak-free split "
+            f"{mean_of('leak_free', 'validation_videos_seen_in_train')} of "
+            f"{mean_of('leak_free', 'validation_videos')} (originals: "
+            f"{mean_of('leak_free', 'validation_originals_seen_in_train')} of "
+            f"{mean_of('leak_free', 'validation_originals')})."]
 
 
 RUNNERS: dict[str, Callable[..., StudyResult]] = {

@@ -381,6 +381,16 @@ def test_split_study_shows_what_a_random_image_split_adds_to_the_score(
     assert rows[3]["video_auc_mean"] == none_row["video_auc_mean"]
     random_tree = Path([r for r in record["runs"] if r["variant"] == "random"][0]["data"])
     assert random_tree.is_dir() and (random_tree / "manifest.json").is_file()
+    # Each arm's validation figures come from its own tree's validation crops: the same
+    # number of crops, dealt differently.
+    for run, tree in ((leak_free[0], data), (record["runs"][-1], random_tree)):
+        (validation,) = Path(run["run_dir"], "eval").glob("validation-*")
+        metrics = json.loads((validation / report.METRICS).read_text())
+        scored = {(f["video"], f["frame_index"]) for f in
+                  pq.read_table(validation / report.FRAME_PREDICTIONS).to_pylist()}
+        assert scored == {(r["video"], r["frame_index"]) for r in read_tree(tree)
+                          if r["split"] == "validation"}
+        assert metrics["frame"]["n"] == len(scored)
 
     inflation = {r["difference"]: r for r in rows_of(tmp_path, "inflation")}
     assert len(inflation) == 4

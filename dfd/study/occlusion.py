@@ -7,7 +7,7 @@ without rotation, scored on upright held-out crops with one region hidden at a t
 the first half: hiding a region that carries the evidence costs accuracy, and a left/right or
 forehead/jaw difference means the evidence is spatially asymmetric.
 
-Regions are polygons in the face's own frame: the origin midway between the eyes, the x axis
+Regions are boxes in the face's own frame: the origin midway between the eyes, the x axis
 along the eyes (unit: the distance between them), the y axis towards the mouth (unit: eyes to
 mouth line). So they follow the face's position, size, roll and foreshortening. A hidden pixel
 is set to mid-grey, the usual occluder of occlusion-sensitivity maps (Zeiler & Fergus 2014).
@@ -32,7 +32,7 @@ CANONICAL_LANDMARKS = ((98.0, 107.0), (158.0, 107.0), (128.0, 142.0), (103.0, 16
 LANDMARKS, CANONICAL = "landmarks", "canonical"  # where a crop's regions came from
 MIN_EYE_DISTANCE = 0.05  # of the crop side: closer eyes are a failed detection, not a face
 
-# Region outlines in face coordinates (a: across, eye distances; b: down, eyes-to-mouth).
+# Region bounds in face coordinates (a: across, eye distances; b: down, eyes-to-mouth).
 # The vertical bands tile the face: forehead | eyes and brows | nose | mouth | jaw and chin.
 FACE_TOP, FACE_BOTTOM, FACE_HALF_WIDTH = -1.35, 1.95, 1.05
 _BANDS = {"forehead": (-1.35, -0.45), "eyes": (-0.45, 0.3), "nose": (0.3, 0.75),

@@ -31,7 +31,7 @@ def seeds_figure(values: Mapping[str, Mapping[str, Sequence[float | None]]],
 
     ``values[label][figure]`` lists the figure's value for each seed (None: undefined)."""
     labels = list(values)
-    fig = _figure(max(4.0, 1.2 + 0.9 * len(labels)) * len(figures) / 1.6, 3.8)
+    fig = _figure(max(3.0, min(6.0, 0.8 + 0.75 * len(labels))) * len(figures), 3.8)
     axes = fig.subplots(1, len(figures), squeeze=False)[0]
     rng = np.random.default_rng(0)  # fixed jitter: the same figure on every run
     for ax, name in zip(axes, figures):
@@ -71,7 +71,12 @@ def curves_figure(histories: Mapping[str, Sequence[Sequence[dict]]], key: str, *
             mean = np.mean([s[:n] for s in series], axis=0)
             ax.plot(range(1, n + 1), mean, color=color, lw=2.2, marker="." if n < 30 else None,
                     label=f"{label} (mean of {len(series)})")
+    from matplotlib.ticker import MaxNLocator
+
     ax.set(xlabel="epoch", ylabel=TITLES.get(key, key), title=title)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if key.endswith(("accuracy", "auc")):
+        ax.set_ylim(0.0, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _png(fig)

@@ -16,6 +16,7 @@ import json
 from dfd import config as dfd_config
 from dfd import output_tree, storage
 from dfd.config import TrainConfig
+from dfd.errors import DfdError
 
 FINISHED = "study-run.json"
 EVAL_DIR = "eval"
@@ -69,8 +70,6 @@ def mark_finished(run_dir: str, cfg: TrainConfig, history: list[dict], *, key: s
 
 def trained_elsewhere(run_dir: str) -> FinishedRun:
     """A run dir of `dfd train` given by the user: its settings and history as recorded."""
-    from dfd.errors import DfdError
-
     text = storage.read_text(output_tree.join(run_dir, "config.json"))
     if not text:
         raise DfdError(f"{run_dir} has no config.json: is it the run dir of `dfd train`?")
