@@ -316,8 +316,10 @@ def test_backbone_study_reports_validation_curves_and_shares_the_baseline(
 
 @pytest.fixture(scope="module")
 def occluded(data, augmentation, runs_root, tmp_path_factory):
+    """The occlusion study on two trained models given by run dir: the augmentation study's."""
     out = tmp_path_factory.mktemp("occlusion")
-    return out, study("occlusion", data, out, runs_root, "--seeds", "2", "--regions",
+    given = [arg for run in augmentation[1]["runs"] for arg in ("--run-dir", run["run_dir"])]
+    return out, study("occlusion", data, out, runs_root, *given, "--regions",
                       "forehead,jaw,left_half,right_half", "--patch", "128")
 
 
@@ -336,7 +338,8 @@ def test_occlusion_study_tables_each_region_and_maps_sensitivity(data, augmentat
     assert [r["pair"] for r in rows_of(out, "asymmetry")] == ["left_half − right_half",
                                                               "forehead − jaw"]
 
-    # Seed 0's model is the augmentation study's baseline: its unmasked scores are the same.
+    # The first model is the augmentation study's baseline: its unmasked scores are the same
+    # as that study's held-out evaluation of it.
     held_out = pq.read_table(data / "parquet" / f"part-{HELD_OUT_PART:02d}")
     crops = pq.read_table(out / "crops.parquet").to_pylist()
     assert len(crops) == held_out.num_rows * 2 * 5
@@ -358,6 +361,18 @@ def test_occlusion_study_tables_each_region_and_maps_sensitivity(data, augmentat
     assert set(heat) == {"FAKE", "REAL"} and all(h.shape == (2, 2) for h in heat.values())
     assert_png(out / "heatmap.png")
     assert_png(out / "occlusion.png")
+
+
+def test_occlusion_study_without_run_dirs_scores_the_shared_baseline(data, augmentation,
+                                                                      runs_root, tmp_path):
+    record = study("occlusion", data, tmp_path, runs_root, "--seeds", "1", "--regions", "jaw",
+                   "--patch", "0")
+    # Seed 0 of the baseline (paper_cnn, no augmentation) is already trained: reused.
+    assert [(r["run_dir"], r["reused"]) for r in record["runs"]] == [
+        (augmentation[1]["runs"][0]["run_dir"], True)]
+    assert [r["region"] for r in rows_of(tmp_path)] == ["unmasked", "jaw"]
+    assert rows_of(tmp_path)[0]["video_auc_mean"] == rows_of(augmentation[0])[0]["video_auc_mean"]
+    assert not (tmp_path / "heatmap.png").exists() and "heatmap" not in record
 
 
 def test_split_study_shows_what_a_random_image_split_adds_to_the_score(
