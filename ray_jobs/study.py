@@ -16,7 +16,7 @@ computes them (``dfd.study.evaluation``) and kept beside the run. ``OUT`` receiv
     <study>.png             the figures per variant, every seed a dot
     study.json              the plan, every run with its figures, the rows of every table
     (backbone) curves.png   validation accuracy per epoch
-    (occlusion) heatmap.png, regions.csv, crops.parquet
+    (occlusion) heatmap.png, asymmetry.csv, crops.parquet
     (split) inflation.csv
 """
 from __future__ import annotations
@@ -29,22 +29,19 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import ray
 
 from dfd import config as dfd_config
 from dfd import manifest, output_tree, storage, train_input
 from dfd.config import InferConfig, TrainConfig
 from dfd.errors import DfdError
-from dfd.study import evaluation, occlusion, plots, random_split, runs, summary, variants
-from dfd.study.table import Column, csv_text, markdown
+from dfd.study import (HELD_OUT, evaluation, occlusion, occlusion_summary, random_split,
+                       result, runs, split_summary, summary, variant_summary, variants)
+from dfd.study.result import StudyResult
 from ray_jobs import infer, train
 
 log = logging.getLogger(__name__)
 
-FIGURES = ("video_auc", "video_log_loss", "video_accuracy")
-HELD_OUT = "test"  # the split of parts held out whole: folders no model trained on
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,23 +66,6 @@ class Study:
     data_hash: str
     runs: str
     held_out: infer.ShardSelection
-
-
-@dataclasses.dataclass
-class Table:
-    name: str  # file stem of its CSV
-    title: str
-    columns: list[Column]
-    rows: list[dict]
-
-
-@dataclasses.dataclass
-class StudyResult:
-    notes: list[str]  # lines above the tables
-    tables: list[Table]
-    figures: dict[str, bytes]  # PNG file name -> bytes
-    record: dict  # what study.json holds besides the plan and the tables
-    files: dict[str, bytes] = dataclasses.field(default_factory=dict)  # other outputs
 
 
 # ---- training and scoring ----------------------------------------------------------------------
@@ -297,37 +277,12 @@ def evaluate(requests: Sequence[Evaluation], cfg: InferConfig) -> list[dict]:
 
 # ---- the studies -------------------------------------------------------------------------------
 
-def _describe_set(evaluated: dict, parts: Sequence[int]) -> str:
-    v, f = evaluated["video"], evaluated["frame"]
-    return (f"parts {', '.join(str(p) for p in parts)}: {v['n']} videos ({v['n_fake']} FAKE, "
-            f"{v['n_real']} REAL), {f['n']} crops")
-
-
-def _budget(cfg: TrainConfig) -> str:
-    return (f"{cfg.epochs} epochs, global batch {cfg.batch_size}, learning rate "
-            f"{cfg.learning_rate:g}, dropout {cfg.dropout:g}, {cfg.workers} worker(s)")
-
-
-def _spread_rows(values: dict[str, dict[int, dict]], names: Sequence[str]) -> dict[str, dict]:
-    """Per row label, each figure's spread over the seeds."""
-    return {label: {name: summary.spread(f[name] for f in by_seed.values()) for name in names}
-            for label, by_seed in values.items()}
-
-
-FIGURE_COLUMNS = [Column("video_auc", "video AUC"), Column("video_log_loss", "video log loss"),
-                  Column("video_accuracy", "video accuracy"),
-                  Column("frame_accuracy", "frame accuracy")]
-
-
 def compare_variants(study: Study, *, address: str | None) -> StudyResult:
     """augmentation and backbone: each variant trained with every seed, scored on the held-out
     parts; differences to the first variant are paired by seed."""
     plan = study.plan
     chosen = variants.select(plan.kind, plan.variants)
-    weights = {}
-    for v in chosen:
-        if v.changes.get("model", "paper_cnn") != "paper_cnn":
-            weights[v.name] = _imagenet_status(v.changes["model"], v.changes.get("pretrained"))
+    init = {v.name: _initialisation(v.changes) for v in chosen}
     trained = {(v.name, s): ensure_trained(study.data, dfd_config.override(
         plan.train, seed=s, **v.changes), study.runs, address=address)
         for v in chosen for s in plan.seeds}
@@ -335,75 +290,36 @@ def compare_variants(study: Study, *, address: str | None) -> StudyResult:
     evaluated = dict(zip(keys, evaluate([Evaluation(trained[k], study.data, HELD_OUT,
                                                     "held-out") for k in keys], plan.infer)))
     figures = {k: summary.figures(e) for k, e in evaluated.items()}
-    baseline = chosen[0].name
-    by_variant = {v.name: {s: figures[(v.name, s)] for s in plan.seeds} for v in chosen}
-    spreads = _spread_rows(by_variant, summary.FIGURES)
-    rows = []
-    for v in chosen:
-        row = {"variant": v.name, **spreads[v.name], "paper": v.paper}
-        for name in ("video_accuracy", "video_auc"):
-            row[f"delta_{name}"] = None if v.name == baseline else summary.paired_difference(
-                {s: f[name] for s, f in by_variant[v.name].items()},
-                {s: f[name] for s, f in by_variant[baseline].items()})
-        histories = [trained[(v.name, s)].history for s in plan.seeds]
-        row.update(_curve_figures(histories))
-        row["init"] = weights.get(v.name, "random (trained from scratch)")
-        rows.append(row)
-
-    columns = [Column("variant", "variant", "text"), *FIGURE_COLUMNS,
-               Column("delta_video_accuracy", f"Δ video accuracy vs {baseline}", "delta"),
-               Column("delta_video_auc", f"Δ video AUC vs {baseline}", "delta")]
-    if plan.kind == "backbone":
-        columns += [Column("val_accuracy_first", "val. accuracy, epoch 1"),
-                    Column("val_accuracy_best", "best val. accuracy"),
-                    Column("val_accuracy_last", "last val. accuracy"),
-                    Column("init", "initialisation", "text")]
-    columns.append(Column("paper", "paper", "text"))
-    title = {"augmentation": "Training-time augmentation",
-             "backbone": "The paper's CNN vs an EfficientNet-B0 backbone"}[plan.kind]
     model = "paper_cnn" if plan.kind == "augmentation" else "the row's model"
-    notes = [f"Held-out {_describe_set(evaluated[keys[0]], study.held_out.parts)}.",
-             f"Each variant trained with seeds {_seeds(plan.seeds)}: {model}, "
-             f"{_budget(plan.train)}; videos scored by the {plan.infer.aggregation} of their "
-             f"crops. Cells are mean ± sd over seeds; Δ columns are seed-paired differences."]
-    figures_png = {f"{plan.kind}.png": plots.seeds_figure(
-        {label: {name: [f[name] for f in by_seed.values()] for name in FIGURES}
-         for label, by_seed in by_variant.items()}, FIGURES,
-        title=f"{title}: held-out parts")}
-    if plan.kind == "backbone":
-        figures_png["curves.png"] = plots.curves_figure(
-            {v.name: [trained[(v.name, s)].history for s in plan.seeds] for v in chosen},
-            "val_accuracy", title="Validation accuracy per epoch")
-    record = {"runs": [_run_record(trained[k], variant=k[0], figures=figures[k])
-                       for k in keys]}
-    return StudyResult(notes, [Table("table", title, columns, rows)], figures_png, record)
+    notes = [f"Held-out {result.describe_set(evaluated[keys[0]], study.held_out.parts)}.",
+             f"Each variant trained with seeds {result.seeds_text(plan.seeds)}: {model}, "
+             f"{result.budget(plan.train)}; videos scored by the {plan.infer.aggregation} of "
+             f"their crops. Cells are mean ± sd over seeds; Δ columns are seed-paired "
+             f"differences."]
+    out = variant_summary.summarize(
+        plan.kind, chosen, {v.name: {s: figures[(v.name, s)] for s in plan.seeds}
+                            for v in chosen},
+        {v.name: [trained[(v.name, s)].history for s in plan.seeds] for v in chosen},
+        init, notes)
+    out.record["runs"] = [_run_record(trained[k], variant=k[0], figures=figures[k])
+                          for k in keys]
+    return out
 
 
-def _curve_figures(histories: Sequence[Sequence[dict]]) -> dict:
-    """The paper's B0 observation in numbers: validation accuracy after the first epoch, at its
-    best, and at the end, each over seeds."""
-    series = [[h["val_accuracy"] for h in run if h.get("val_accuracy") is not None]
-              for run in histories]
-    series = [s for s in series if s]
-    return {"val_accuracy_first": summary.spread(s[0] for s in series),
-            "val_accuracy_best": summary.spread(max(s) for s in series),
-            "val_accuracy_last": summary.spread(s[-1] for s in series)}
-
-
-def _imagenet_status(model: str, pretrained: bool | None) -> str:
-    """Whether the backbone will start from ImageNet weights on this machine, said plainly:
-    without them a 'transfer' variant is trained from scratch and must not be read as one."""
-    if pretrained is False:
+def _initialisation(changes: dict) -> str:
+    """Where a variant's weights start, said plainly: without ImageNet weights a 'transfer'
+    variant is trained from scratch and must not be read as transfer."""
+    model = changes.get("model", "paper_cnn")
+    if model == "paper_cnn":
+        return "random (trained from scratch)"
+    if changes.get("pretrained") is False:
         return "random (pretrained off)"
     from dfd import models
 
+    # The same lookup the workers make (keras' cache, else a download), so the label is true.
     constructor, filename, _ = models._BACKBONES[model]
     found = models._imagenet_weights(constructor, filename)
     return "ImageNet" if found else "random: no ImageNet weights cached or downloadable"
-
-
-def _seeds(seeds: Sequence[int]) -> str:
-    return ", ".join(str(s) for s in seeds)
 
 
 def _run_record(run: runs.FinishedRun, **extra) -> dict:
@@ -412,19 +328,9 @@ def _run_record(run: runs.FinishedRun, **extra) -> dict:
             "reused": run.reused, "train_seconds": run.seconds, **extra}
 
 
-# ---- occlusion ---------------------------------------------------------------------------------
-
-REGION_COLUMNS = [
-    Column("region", "region hidden", "text"), *FIGURE_COLUMNS[:3],
-    Column("delta_video_auc", "Δ video AUC", "delta"),
-    Column("delta_video_accuracy", "Δ video accuracy", "delta"),
-    Column("drop_fake", "evidence lost, FAKE crops", "delta"),
-    Column("drop_real", "evidence lost, REAL crops", "delta"),
-    Column("pixels", "share of crop", digits=2)]
-ASYMMETRY_PAIRS = (("left_half", "right_half"), ("forehead", "jaw"), ("eyes", "mouth"))
-
-
 def occlusion_study(study: Study, *, address: str | None) -> StudyResult:
+    """A model trained without rotations (given, or the baseline per seed) on held-out crops
+    with each region hidden, and with a grey patch at each grid position."""
     plan = study.plan
     if plan.model_runs:
         models = [runs.trained_elsewhere(r) for r in plan.model_runs]
@@ -437,293 +343,61 @@ def occlusion_study(study: Study, *, address: str | None) -> StudyResult:
                     "trained without them")
     from dfd.predict import read_model_files
 
-    files = [read_model_files(m.run_dir)[0] for m in models]
     started = time.perf_counter()
-    crops = score_selection(study.held_out.files, files, plan.infer,
+    crops = score_selection(study.held_out.files,
+                            [read_model_files(m.run_dir)[0] for m in models], plan.infer,
                             total_bytes=study.held_out.total_bytes, regions=plan.regions,
                             patch=plan.patch, masking=True)
     seconds = time.perf_counter() - started
-    no_face = infer.faceless_videos(study.data, study.held_out)
-    scored = np.isfinite(crops["p_fake"][:, 0])
-    labels = crops["label"].astype(int)
-
-    # Per model (paired by its index) and per region, the same figures as any evaluation.
-    names = (occlusion.UNMASKED, *plan.regions)
-    per_region: dict[str, dict[int, dict]] = {r: {} for r in names}
-    unmasked: dict[int, dict] = {}  # each model's full metrics on the untouched crops
-    drops: dict[str, dict[str, dict[int, float]]] = {r: {"fake": {}, "real": {}}
-                                                     for r in plan.regions}
-    for m, run in enumerate(models):
-        label = model_name(run)
-        for r, region in enumerate(names):
-            p = crops["p_fake"][:, m] if r == 0 else crops["p_region"][:, m, r - 1]
-            frames = evaluation.frame_records(crops, p, model=label)
-            _, evaluated = evaluation.evaluate_model(frames, model=label,
-                                                     rule=plan.infer.aggregation,
-                                                     faceless=no_face)
-            per_region[region][m] = summary.figures(evaluated)
-            if not r:
-                unmasked[m] = evaluated
-            else:
-                lost = occlusion.evidence_drop(crops["p_fake"][scored, m], p[scored],
-                                               labels[scored])
-                for kind, value in (("fake", 1), ("real", 0)):
-                    chosen = lost[labels[scored] == value]
-                    drops[region][kind][m] = float(chosen.mean()) if chosen.size else None
-
-    layouts = {k: int(np.sum(crops["layout"][scored] == k))
-               for k in (occlusion.LANDMARKS, occlusion.CANONICAL)}
-    pixels = _region_shares(crops, plan.regions)
-    spreads = _spread_rows(per_region, summary.FIGURES)
-    rows = []
-    for region in names:
-        row = {"region": region, **spreads[region]}
-        if region != occlusion.UNMASKED:
-            for name in ("video_auc", "video_accuracy"):
-                row[f"delta_{name}"] = summary.paired_difference(
-                    {m: f[name] for m, f in per_region[region].items()},
-                    {m: f[name] for m, f in per_region[occlusion.UNMASKED].items()})
-            row["drop_fake"] = summary.spread(drops[region]["fake"].values())
-            row["drop_real"] = summary.spread(drops[region]["real"].values())
-            row["pixels"] = pixels[region]
-        rows.append(row)
-
-    asymmetry_rows = []
-    for a, b in ASYMMETRY_PAIRS:
-        if a in plan.regions and b in plan.regions:
-            asymmetry_rows.append({
-                "pair": f"{a} − {b}",
-                **{f"delta_{kind}": summary.paired_difference(drops[a][kind], drops[b][kind])
-                   for kind in ("fake", "real")},
-                "delta_video_auc": summary.paired_difference(
-                    {m: f["video_auc"] for m, f in per_region[a].items()},
-                    {m: f["video_auc"] for m, f in per_region[b].items()})})
-    asymmetry_columns = [Column("pair", "regions compared", "text"),
-                         Column("delta_fake", "Δ evidence lost, FAKE crops", "delta"),
-                         Column("delta_real", "Δ evidence lost, REAL crops", "delta"),
-                         Column("delta_video_auc", "Δ video AUC", "delta")]
-
-    trained_how = sorted({f"{m.train.model} (augment {m.train.augment}, "
-                          f"{len(m.history)} epochs)" for m in models})
-    notes = [f"Held-out {_describe_set(unmasked[0], study.held_out.parts)}.",
-             f"{len(models)} model(s): {'; '.join(trained_how)}"
-             + (f", seeds {_seeds(plan.seeds)}" if not plan.model_runs else "") + ".",
-             f"Regions placed from RetinaFace's landmarks on the crop itself for "
-             f"{layouts[occlusion.LANDMARKS]} crops, from the canonical layout (no face found) "
-             f"for {layouts[occlusion.CANONICAL]}; hidden pixels are mid-grey.",
-             "Cells are mean ± sd over models (share of crop: over crops). Δ columns: masked "
-             "minus unmasked, paired by model. Evidence lost: mean drop of the true label's "
-             "probability when the region is hidden (positive: the region held evidence for "
-             "the right answer)."]
-    heat = _heatmaps(crops, scored, labels)
-    figures_png = {"occlusion.png": plots.seeds_figure(
-        {r: {n: [f[n] for f in per_region[r].values()] for n in FIGURES} for r in names},
-        FIGURES, title="Held-out parts with one face region hidden")}
-    record = {"runs": [_run_record(m, variant="occluded") for m in models],
-              "layouts": layouts, "scoring_seconds": round(seconds, 1),
-              "patch": plan.patch, "fill": occlusion.FILL}
-    if heat is not None:
-        maps, counts = heat
-        figures_png["heatmap.png"] = plots.heatmap_figure(
-            maps, _mean_crops(study.held_out), patch=plan.patch, counts=counts,
-            title=f"Occlusion sensitivity ({plan.patch} px grey patch, mean over "
-                  f"{len(models)} model(s))")
-        record["heatmap"] = {k: np.round(v, 5).tolist() for k, v in maps.items()}
-    tables = [Table("table", "Face regions hidden on held-out crops", REGION_COLUMNS, rows)]
-    if asymmetry_rows:
-        tables.append(Table("asymmetry", "Is the evidence spatially asymmetric?",
-                             asymmetry_columns, asymmetry_rows))
-    return StudyResult(notes, tables, figures_png, record,
-                       files={"crops.parquet": _crops_table(crops, models, plan.regions)})
-
-
-def _region_shares(crops: dict, regions: Sequence[str]) -> dict[str, dict]:
-    """The share of the crop each region hid, over the scored crops."""
-    shares = {r: [] for r in regions}
-    for points in crops["landmarks"]:
-        if np.isnan(points).any():
-            continue
-        for r in regions:
-            shares[r].append(float(occlusion.region_mask(r, points).mean()))
-    return {r: summary.spread(v) for r, v in shares.items()}
-
-
-def _heatmaps(crops: dict, scored: np.ndarray, labels: np.ndarray):
-    if "p_patch" not in crops or crops["p_patch"].shape[-1] == 0:
-        return None
-    base = crops["p_fake"][scored]  # (n, models)
-    patches = crops["p_patch"][scored]  # (n, models, G, G)
-    lost = occlusion.evidence_drop(base.reshape(-1), patches.reshape(-1, *patches.shape[2:]),
-                                   np.repeat(labels[scored], base.shape[1]))
-    lost = lost.reshape(patches.shape)
-    maps, counts = {}, {}
-    for name, value in (("FAKE", 1), ("REAL", 0)):
-        chosen = labels[scored] == value
-        counts[name] = int(chosen.sum())
-        maps[name] = lost[chosen].mean(axis=(0, 1)) if chosen.any() \
-            else np.zeros(patches.shape[2:])
-    return maps, counts
-
-
-MEAN_CROP_LIMIT = 256  # crops per label averaged for the heat map's background
-
-
-def _mean_crops(selection: infer.ShardSelection) -> dict[str, np.ndarray]:
-    from dfd.images import decode_crops
-
-    sums = {"FAKE": None, "REAL": None}
-    seen = {"FAKE": 0, "REAL": 0}
-    for uri in selection.files:
-        if min(seen.values()) >= MEAN_CROP_LIMIT:
-            break
-        fs, path = storage.resolve(uri)
-        table = pq.read_table(path, filesystem=fs, columns=["label", "image"])
-        for label, image in zip(table["label"].to_pylist(), table["image"].to_pylist()):
-            name = "FAKE" if label == 1 else "REAL"
-            if seen[name] >= MEAN_CROP_LIMIT:
-                continue
-            try:
-                x = decode_crops([image])[0]
-            except ValueError:
-                continue
-            sums[name] = x if sums[name] is None else sums[name] + x
-            seen[name] += 1
-    return {k: (v / seen[k] if v is not None else np.full((256, 256, 3), 0.5))
-            for k, v in sums.items()}
-
-
-def _crops_table(crops: dict, models: Sequence[runs.FinishedRun], regions: Sequence[str]
-                 ) -> bytes:
-    """Every crop's score per model and hidden region, long format, for anyone re-analysing."""
-    n, k = crops["p_fake"].shape
-    names = (occlusion.UNMASKED, *regions)
-    p = np.concatenate([crops["p_fake"][:, :, None], crops["p_region"]], axis=2)  # (n, k, R+1)
-    table = pa.table({
-        "video": np.repeat(crops["video"].astype(str), k * len(names)),
-        "part": np.repeat(crops["part"].astype(np.int64), k * len(names)),
-        "frame_index": np.repeat(crops["frame_index"].astype(np.int64), k * len(names)),
-        "label": np.repeat(crops["label"].astype(np.int64), k * len(names)),
-        "layout": np.repeat(crops["layout"].astype(str), k * len(names)),
-        "model": np.tile(np.repeat([model_name(m) for m in models], len(names)), n),
-        "region": np.tile(names, n * k),
-        "p_fake": p.reshape(-1)})
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
-    return sink.getvalue().to_pybytes()
-
-
-# ---- split -------------------------------------------------------------------------------------
-
-SPLIT_ROWS = (("random", "validation", "random image split", "validation (random images)"),
-              ("random", HELD_OUT, "random image split", "held-out parts"),
-              ("leak_free", "validation", "leak-free split", "validation (by original)"),
-              ("leak_free", HELD_OUT, "leak-free split", "held-out parts"))
-INFLATION = (
-    (("random", "validation"), ("random", HELD_OUT),
-     "random-split validation − the same model on held-out parts"),
-    (("random", "validation"), ("leak_free", "validation"),
-     "random-split validation − leak-free validation"),
-    (("random", "validation"), ("leak_free", HELD_OUT),
-     "random-split validation − leak-free model on held-out parts"),
-    (("leak_free", "validation"), ("leak_free", HELD_OUT),
-     "leak-free validation − the same model on held-out parts"))
+    trained = "; ".join(sorted({f"{m.train.model} (augment {m.train.augment}, "
+                                f"{len(m.history)} epochs)" for m in models}))
+    if not plan.model_runs:
+        trained += f", seeds {result.seeds_text(plan.seeds)}"
+    out = occlusion_summary.summarize(
+        crops, [model_name(m) for m in models], regions=plan.regions,
+        rule=plan.infer.aggregation, faceless=infer.faceless_videos(study.data, study.held_out),
+        parts=study.held_out.parts, trained=trained, patch=plan.patch,
+        backgrounds=occlusion_summary.mean_crops(study.held_out.files) if plan.patch else None)
+    out.record.update(runs=[_run_record(m, variant="occluded") for m in models],
+                      scoring_seconds=round(seconds, 1))
+    return out
 
 
 def split_study(study: Study, *, address: str | None) -> StudyResult:
+    """The baseline trained per seed on the leak-free split and on a random image split of
+    the same crops; both scored on their own validation set and on the held-out parts."""
     plan = study.plan
     cfg = dfd_config.override(plan.train, **variants.BASELINE.changes)
-    trees, leak_free, random_runs, described = {}, {}, {}, {}
+    trees, described, trained = {}, {}, {"leak_free": {}, "random": {}}
     for s in plan.seeds:
-        tree = output_tree.join(study.runs, f"random-image-split-s{s}-{study.data_hash}")
-        described[s] = random_split.write_random_split(study.data, tree, seed=s)
-        trees[s] = tree
-        leak_free[s] = ensure_trained(study.data, dfd_config.override(cfg, seed=s), study.runs,
-                                      address=address)
-        random_runs[s] = ensure_trained(tree, dfd_config.override(cfg, seed=s), study.runs,
-                                        address=address)
-    seeds = list(plan.seeds)
+        trees[s] = output_tree.join(study.runs, f"random-image-split-s{s}-{study.data_hash}")
+        described[s] = random_split.write_random_split(study.data, trees[s], seed=s)
+        for arm, data in (("leak_free", study.data), ("random", trees[s])):
+            trained[arm][s] = ensure_trained(data, dfd_config.override(cfg, seed=s),
+                                             study.runs, address=address)
     # Every model on every set it is measured on, in one pass. Held-out parts are scored as
     # dfd infer scores them; validation sets hold only videos with crops on either side (a
     # random image split has no notion of a video without images).
-    arms = {"leak_free": leak_free, "random": random_runs}
     requests, where = [], []
-    for arm, trained_runs in arms.items():
-        for s in seeds:
-            run = trained_runs[s]
-            requests.append(Evaluation(run, study.data, HELD_OUT, "held-out"))
-            where.append((arm, HELD_OUT, s))
-            tree = study.data if arm == "leak_free" else trees[s]
-            requests.append(Evaluation(run, tree, "validation", "validation", faceless=False))
-            where.append((arm, "validation", s))
-    results: dict[tuple[str, str], dict[int, dict]] = {(a, e): {} for a, e, _, _ in SPLIT_ROWS}
+    for arm, by_seed in trained.items():
+        for s, run in by_seed.items():
+            validation = study.data if arm == "leak_free" else trees[s]
+            requests += [Evaluation(run, study.data, HELD_OUT, "held-out"),
+                         Evaluation(run, validation, "validation", "validation",
+                                    faceless=False)]
+            where += [(arm, HELD_OUT, s), (arm, "validation", s)]
+    results: dict[tuple[str, str], dict[int, dict]] = {}
     for (arm, evaluated_on, s), evaluated in zip(where, evaluate(requests, plan.infer)):
-        results[(arm, evaluated_on)][s] = evaluated
-    figures = {key: {s: summary.figures(e) for s, e in by_seed.items()}
-               for key, by_seed in results.items()}
-    leaks = {"random": [d["random"] for d in described.values()],
-             "leak_free": [d["leak_free"] for d in described.values()]}
-    rows = []
-    for arm, evaluated_on, arm_title, set_title in SPLIT_ROWS:
-        row = {"split": arm_title, "evaluated on": set_title,
-               **{n: summary.spread(f[n] for f in figures[(arm, evaluated_on)].values())
-                  for n in summary.FIGURES}}
-        if evaluated_on == "validation":
-            row["seen"] = summary.spread(
-                leak["validation_videos_seen_in_train"] / max(1, leak["validation_videos"])
-                for leak in leaks[arm])
-        rows.append(row)
-    inflation_rows = []
-    for a, b, title in INFLATION:
-        inflation_rows.append({"difference": title, **{
-            n: summary.paired_difference({s: f[n] for s, f in figures[a].items()},
-                                         {s: f[n] for s, f in figures[b].items()})
-            for n in summary.FIGURES}})
-    columns = [Column("split", "split", "text"), Column("evaluated on", "evaluated on", "text"),
-               *FIGURE_COLUMNS, Column("frame_auc", "frame AUC"),
-               Column("seen", "val. videos with frames in train", digits=2)]
-    inflation_columns = [Column("difference", "inflation (paired by seed)", "text"),
-                         *[Column(c.key, c.title, "delta") for c in FIGURE_COLUMNS],
-                         Column("frame_auc", "frame AUC", "delta")]
-    notes = _split_notes(study, cfg, results[("leak_free", HELD_OUT)][seeds[0]], described)
-    labels = {f"{arm.replace('_', '-')}\n{'held-out' if e == HELD_OUT else e}":
-              figures[(arm, e)] for arm, e, _, _ in SPLIT_ROWS}
-    figures_png = {"split.png": plots.seeds_figure(
-        {label: {n: [f[n] for f in by_seed.values()] for n in FIGURES}
-         for label, by_seed in labels.items()}, FIGURES,
-        title="Random image split vs leak-free split")}
-    record = {"runs": [_run_record(leak_free[s], variant="leak_free") for s in seeds] +
-              [_run_record(random_runs[s], variant="random", data=trees[s]) for s in seeds],
-              "random_splits": described}
-    return StudyResult(notes, [Table("table", "Random image split vs leak-free split", columns,
-                                     rows),
-                               Table("inflation", "How much the random split inflates",
-                                     inflation_columns, inflation_rows)],
-                       figures_png, record)
-
-
-def _split_notes(study: Study, cfg: TrainConfig, held_out: dict, described: dict) -> list[str]:
-    first = next(iter(described.values()))
-
-    def mean_of(arm: str, key: str) -> str:
-        value = float(np.mean([d[arm][key] for d in described.values()]))
-        return f"{value:.0f}" if value == round(value) else f"{value:.1f}"
-
-    return [f"Held-out {_describe_set(held_out, study.held_out.parts)}; the same for both "
-            f"splits.",
-            f"Both splits deal the same {first['images']} train+validation crops, "
-            f"{first['validation_images']} of them to validation: by original (leak-free, as "
-            f"committed) or image by image at random (the paper's way; seed = training seed). "
-            f"paper_cnn, {_budget(cfg)}, seeds {_seeds(study.plan.seeds)}; cells are mean ± "
-            f"sd over seeds. Validation figures count only videos with crops.",
-            f"Validation videos with frames in train: random split "
-            f"{mean_of('random', 'validation_videos_seen_in_train')} of "
-            f"{mean_of('random', 'validation_videos')} (originals: "
-            f"{mean_of('random', 'validation_originals_seen_in_train')} of "
-            f"{mean_of('random', 'validation_originals')}); leak-free split "
-            f"{mean_of('leak_free', 'validation_videos_seen_in_train')} of "
-            f"{mean_of('leak_free', 'validation_videos')} (originals: "
-            f"{mean_of('leak_free', 'validation_originals_seen_in_train')} of "
-            f"{mean_of('leak_free', 'validation_originals')})."]
+        results.setdefault((arm, evaluated_on), {})[s] = evaluated
+    settings = f"paper_cnn, {result.budget(cfg)}, seeds {result.seeds_text(plan.seeds)}"
+    out = split_summary.summarize(results, described, parts=study.held_out.parts,
+                                  settings=settings)
+    out.record.update(
+        runs=[_run_record(trained["leak_free"][s], variant="leak_free") for s in plan.seeds] +
+        [_run_record(trained["random"][s], variant="random", data=trees[s])
+         for s in plan.seeds],
+        random_splits=described)
+    return out
 
 
 RUNNERS: dict[str, Callable[..., StudyResult]] = {
@@ -764,7 +438,7 @@ def run_study(plan: StudyPlan, data: str, out: str, *, runs_root: str | None = N
     study = Study(plan, data, data_hash(data), runs_root, held_out)
     started_ray = train.init_ray(address, plan.train)
     try:
-        result = RUNNERS[plan.kind](study, address=address)
+        outcome = RUNNERS[plan.kind](study, address=address)
     finally:
         if started_ray:
             ray.shutdown()
@@ -775,30 +449,17 @@ def run_study(plan: StudyPlan, data: str, out: str, *, runs_root: str | None = N
                        "model_runs": list(plan.model_runs),
                        "train": dfd_config.to_dict(plan.train),
                        "infer": dfd_config.to_dict(plan.infer)},
-              "notes": result.notes,
+              "notes": outcome.notes,
               "tables": [{"name": t.name, "title": t.title, "rows": t.rows}
-                         for t in result.tables],
-              **result.record,
+                         for t in outcome.tables],
+              **outcome.record,
               "wall_seconds": round(time.perf_counter() - started, 1)}
-    write_outputs(out, plan.kind, result, record)
+    write_outputs(out, plan.kind, outcome, record)
     return record
 
 
-def render_markdown(kind: str, result: StudyResult) -> str:
-    lines = [f"# dfd study {kind}", ""]
-    lines += [f"{note}" for note in result.notes]
-    for table in result.tables:
-        lines += ["", f"## {table.title}", "", markdown(table.rows, table.columns).rstrip()]
-    return "\n".join(lines) + "\n"
-
-
-def write_outputs(out: str, kind: str, result: StudyResult, record: dict) -> None:
-    text = {"table.md": render_markdown(kind, result)}
-    for table in result.tables:
-        text[f"{table.name}.csv"] = csv_text(table.rows, table.columns)
-    for name, body in text.items():
-        storage.write_bytes(output_tree.join(out, name), body.encode())
-    for name, blob in {**result.figures, **result.files}.items():
+def write_outputs(out: str, kind: str, outcome: StudyResult, record: dict) -> None:
+    for name, blob in result.output_files(kind, outcome).items():
         storage.write_bytes(output_tree.join(out, name), blob)
     storage.write_bytes(output_tree.join(out, "study.json"),
                         (json.dumps(record, indent=1, sort_keys=True, default=_jsonable)

@@ -15,3 +15,4 @@ This package holds the Ray-free logic; ``ray_jobs.study`` runs it.
 from __future__ import annotations
 
 STUDIES = ("augmentation", "backbone", "occlusion", "split")
+HELD_OUT = "test"  # the split of parts held out whole: folders no model trained on
