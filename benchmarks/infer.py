@@ -103,7 +103,7 @@ def measure(files: list[str], run_dir: Path, batch_size: int, rounds: int) -> di
     over the difference in seconds of a job over a third of the shards and one over all."""
     import ray
 
-    from ray_jobs.infer import init_ray
+    from ray_jobs.local_ray import init as init_ray
 
     runs: dict[str, list[dict]] = {}
     figures: dict = {"load_average_before": os.getloadavg()[0], "rounds": rounds}

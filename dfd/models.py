@@ -92,8 +92,10 @@ def keras_cache_dir() -> Path:
     return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
 
 
-def _imagenet_weights(constructor: str, filename: str) -> Path | None:
-    """The no-top ImageNet weights file: from keras' cache, else downloaded; None if neither."""
+def imagenet_weights(name: str) -> Path | None:
+    """A backbone model's no-top ImageNet weights file: from keras' cache, else downloaded;
+    None if neither (the model then starts from random weights)."""
+    constructor, filename, _ = _BACKBONES[name]
     cached = keras_cache_dir() / filename
     if cached.is_file():
         return cached
@@ -122,7 +124,7 @@ def _backbone_classifier(name: str, *, weights: str | None = "imagenet", dropout
     backbone = getattr(keras.applications, constructor)(
         include_top=False, weights=None, input_shape=(input_size, input_size, 3), pooling="avg")
     if weights == "imagenet":
-        path = _imagenet_weights(constructor, filename)
+        path = imagenet_weights(name)
         if path is None:
             log.warning("%s: ImageNet weights are neither cached in %s nor downloadable; "
                         "training from random initialization", name, keras_cache_dir())

@@ -29,6 +29,7 @@ import dfd
 import schemas
 from dfd import manifest as mf
 from dfd import output_tree as ot
+from pipelines.transforms import accounting_holds
 
 log = logging.getLogger(__name__)
 
@@ -192,8 +193,6 @@ def _manifest_entry(s: dict, spec: dict, config_hash: str) -> dict:
 def commit_parts(summaries, *, output: str, specs: dict, config_hashes: dict) -> dict:
     """Commit every summarized part that is whole; return the run summary (also written to
     <out>/_last_run.json)."""
-    from pipelines.transforms import accounting_holds
-
     summaries = sorted(summaries, key=lambda s: s["part"])
     manifest = read_manifest(output)
     committed, failed = [], []

@@ -225,18 +225,6 @@ class FacePredictor:
 
 # ---- the job -----------------------------------------------------------------------------------
 
-def init_ray(address: str | None = None) -> bool:
-    """Connect to ``address`` or start an in-process Ray on 127.0.0.1 (dashboard off); return
-    True when this call started it, so the caller shuts it down."""
-    if ray.is_initialized():
-        return False
-    if address:
-        local_ray.connect(address)
-    else:
-        local_ray.start_loopback_ray()
-    return True
-
-
 def cpus_per_actor(cfg: InferConfig) -> float:
     """The CPUs each actor reserves: ``cfg.cpus_per_actor``, less when the pool would
     otherwise hold every CPU of the cluster and leave none for reading the shards."""
@@ -342,7 +330,7 @@ def run_inference(data: str, run_dir: str, out: str, *, parts: set[int] | None =
     log.info("scoring %d shards of parts %s (split %s) with %s on %d actors",
              len(selection.files), selection.parts, split or "any", name, cfg.actors)
 
-    started = init_ray(address)
+    started = local_ray.init(address)
     try:
         t0 = time.perf_counter()
         scored = score_shards(selection.files, model_files, name, cfg,

@@ -77,6 +77,18 @@ def connect(address: str) -> None:
         ray.init(address=address, log_to_driver=False)
 
 
+def init(address: str | None = None) -> bool:
+    """Connect to ``address``, or start an in-process Ray on 127.0.0.1 without one; True when
+    this call did so (the caller shuts Ray down), False when Ray was already up."""
+    if ray.is_initialized():
+        return False
+    if address:
+        connect(address)
+    else:
+        start_loopback_ray()
+    return True
+
+
 def ray_cli(argv: list[str]) -> int:
     """Ray's own command line, with a loopback node or head address kept as given."""
     from ray.scripts.scripts import main

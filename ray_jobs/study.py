@@ -317,8 +317,7 @@ def _initialisation(changes: dict) -> str:
     from dfd import models
 
     # The same lookup the workers make (keras' cache, else a download), so the label is true.
-    constructor, filename, _ = models._BACKBONES[model]
-    found = models._imagenet_weights(constructor, filename)
+    found = models.imagenet_weights(model)
     return "ImageNet" if found else "random: no ImageNet weights cached or downloadable"
 
 

@@ -285,12 +285,10 @@ def write_run_config(run_dir: str, cfg: TrainConfig, *, data: str, data_hash: st
 def init_ray(address: str | None, cfg: TrainConfig) -> bool:
     """Connect to ``address`` or start a local Ray on 127.0.0.1 (no dashboard); True when
     this call started Ray, so the caller shuts it down."""
-    if ray.is_initialized():
+    if not local_ray.init(address):
         return False
     if address:
-        local_ray.connect(address)
         return True
-    local_ray.start_loopback_ray()
     # A local Ray never grows: asking for more than it has would wait forever.
     resources = ray.cluster_resources()
     for kind, per_worker, flag in (("CPU", cfg.cpus_per_worker, "--cpus-per-worker"),

@@ -18,10 +18,10 @@ sys.path.insert(0, "tests")
 import ray
 from proc_inspect import descendants, listening_addresses
 from dfd.config import TrainConfig
-from ray_jobs import infer, train
+from ray_jobs import local_ray, train
 
 report = {}
-for job, start in (("infer", lambda: infer.init_ray()),
+for job, start in (("infer", lambda: local_ray.init(None)),
                    ("train", lambda: train.init_ray(None, TrainConfig(workers=1)))):
     assert start() is True
     node = ray._private.worker.global_worker.node

@@ -97,8 +97,8 @@ def test_load_model_refuses_an_unknown_format(tmp_path):
 def test_backbone_imagenet_weights_come_from_the_cache_else_random_with_a_warning(
         tmp_path, monkeypatch, caplog, crops):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-    real_lookup = models._imagenet_weights
-    monkeypatch.setattr(models, "_imagenet_weights", lambda constructor, filename: None)
+    real_lookup = models.imagenet_weights
+    monkeypatch.setattr(models, "imagenet_weights", lambda name: None)
     with caplog.at_level(logging.WARNING, logger="dfd.models"):
         unreachable = models.build_model("efficientnet_b0", weights="imagenet")
     assert "ImageNet weights are neither cached" in caplog.text
@@ -108,7 +108,7 @@ def test_backbone_imagenet_weights_come_from_the_cache_else_random_with_a_warnin
     cached = unreachable.get_layer("efficientnetb0")
     (tmp_path / "keras" / "models").mkdir(parents=True)
     cached.save_weights(str(tmp_path / "keras" / "models" / "efficientnetb0_notop.h5"))
-    monkeypatch.setattr(models, "_imagenet_weights", real_lookup)
+    monkeypatch.setattr(models, "imagenet_weights", real_lookup)
     model = models.build_model("efficientnet_b0", weights="imagenet")
     for got, want in zip(model.get_layer("efficientnetb0").weights, cached.weights):
         np.testing.assert_array_equal(got.numpy(), want.numpy())
@@ -123,10 +123,10 @@ def test_backbone_imagenet_weights_come_from_the_cache_else_random_with_a_warnin
     models.save_model(model, str(tmp_path / "saved"), name="efficientnet_b0",
                       options={"weights": "imagenet", "dropout": 0.25})
 
-    def no_fetch(constructor, filename):
+    def no_fetch(name):
         raise AssertionError("load_model must not look for ImageNet weights")
 
-    monkeypatch.setattr(models, "_imagenet_weights", no_fetch)
+    monkeypatch.setattr(models, "imagenet_weights", no_fetch)
     loaded = models.load_model(str(tmp_path / "saved"))
     np.testing.assert_allclose(loaded(x, training=False).numpy(), p, rtol=1e-6)
 
