@@ -25,7 +25,7 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -186,6 +186,27 @@ def _originals(selection: ShardSelection) -> dict[int, set[str]]:
 
 # ---- the model on the actors -------------------------------------------------------------------
 
+def decode_batch(images: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(indices of the crops that decode, their arrays, an error per crop: '' when it decoded).
+    One bad crop must not cost the batch: on a failure the crops are decoded one by one."""
+    from dfd.images import decode_crops
+
+    images = list(images)
+    error = np.full(len(images), "", dtype=object)
+    try:
+        return np.arange(len(images)), decode_crops(images), error
+    except ValueError:
+        good, arrays = [], []
+        for i, image in enumerate(images):
+            try:
+                arrays.append(decode_crops([image]))
+                good.append(i)
+            except ValueError as exc:
+                error[i] = str(exc)
+    x = np.concatenate(arrays) if arrays else np.zeros((0, 1, 1, 3), np.float32)
+    return np.asarray(good, dtype=np.int64), x, error
+
+
 class FacePredictor:
     """Scores a batch of face crops; one instance per actor loads the model once."""
 
@@ -195,27 +216,10 @@ class FacePredictor:
         self.model_name = model_name
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from dfd.images import decode_crops
-
-        images = list(batch["image"])
-        n = len(images)
+        n = len(batch["image"])
         p_fake = np.full(n, np.nan)
-        error = np.full(n, "", dtype=object)
-        try:
-            good = np.arange(n)
-            x = decode_crops(images)
-        except ValueError:
-            # One bad crop must not cost the batch: decode one by one, score the rest.
-            good, arrays = [], []
-            for i, image in enumerate(images):
-                try:
-                    arrays.append(decode_crops([image]))
-                    good.append(i)
-                except ValueError as exc:
-                    error[i] = str(exc)
-            good = np.asarray(good, dtype=np.int64)
-            x = np.concatenate(arrays) if arrays else None
-        if x is not None and len(good):
+        good, x, error = decode_batch(batch["image"])
+        if len(good):
             p_fake[good] = score_crops(self.model, x)
         return {"video": batch["video"], "part": batch["part"], "label": batch["label"],
                 "frame_index": batch["frame_index"], "face_index": batch["face_index"],
@@ -255,21 +259,22 @@ def read_block_bytes(total_bytes: int, actors: int, ceiling: int) -> int:
     return int(min(ceiling, max(MIN_READ_BLOCK_BYTES, wanted)))
 
 
-def scored_batches(files: list[str], model_files: dict[str, bytes], model_name: str,
-                   cfg: InferConfig, *, total_bytes: int | None = None
-                   ) -> Iterator[dict[str, np.ndarray]]:
-    """Batches of scored crops as the actor pool finishes them: frame-prediction columns
-    plus ``error`` (empty for a scored crop), in no particular order."""
+def map_crops(files: Sequence[str], scorer: type, scorer_kwargs: dict, cfg: InferConfig, *,
+              total_bytes: int | None = None, batch_size: int | None = None,
+              include_paths: bool = False) -> Iterator[dict[str, np.ndarray]]:
+    """The face crops of the shards through a pool of ``cfg.actors`` ``scorer`` actors (built
+    once each with ``scorer_kwargs``); batches as the pool finishes them, in no order."""
     ctx = ray.data.DataContext.get_current()
     ceiling = ctx.target_max_block_size
     if total_bytes is not None and ceiling is not None:
         ctx.target_max_block_size = read_block_bytes(total_bytes, cfg.actors, ceiling)
     try:
-        ds = ray.data.read_parquet(files, partitioning=None).select_columns(FACE_COLUMNS)
+        ds = ray.data.read_parquet(list(files), partitioning=None, include_paths=include_paths) \
+            .select_columns([*FACE_COLUMNS, *(["path"] if include_paths else [])])
         scored = ds.map_batches(
-            FacePredictor,
-            fn_constructor_kwargs={"model_files": model_files, "model_name": model_name},
-            batch_size=cfg.batch_size,
+            scorer,
+            fn_constructor_kwargs=scorer_kwargs,
+            batch_size=batch_size or cfg.batch_size,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=cfg.actors),
             num_cpus=cpus_per_actor(cfg),
@@ -278,6 +283,16 @@ def scored_batches(files: list[str], model_files: dict[str, bytes], model_name: 
         yield from scored.iter_batches(batch_size=None, batch_format="numpy")
     finally:
         ctx.target_max_block_size = ceiling
+
+
+def scored_batches(files: list[str], model_files: dict[str, bytes], model_name: str,
+                   cfg: InferConfig, *, total_bytes: int | None = None
+                   ) -> Iterator[dict[str, np.ndarray]]:
+    """Batches of scored crops as the actor pool finishes them: frame-prediction columns
+    plus ``error`` (empty for a scored crop), in no particular order."""
+    return map_crops(files, FacePredictor, {"model_files": model_files,
+                                            "model_name": model_name},
+                     cfg, total_bytes=total_bytes)
 
 
 def score_shards(files: list[str], model_files: dict[str, bytes], model_name: str,

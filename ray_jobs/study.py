@@ -112,27 +112,17 @@ class CropScorer:
             self.detector = get_detector(cfg.detector, **detector_options(cfg))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from dfd.images import decode_crops
         from dfd.predict import score_crops
 
-        images = list(batch["image"])
-        n, k = len(images), len(self.models)
-        error = np.full(n, "", dtype=object)
-        good, arrays = [], []
-        for i, image in enumerate(images):  # one bad crop must not cost the batch
-            try:
-                arrays.append(decode_crops([image]))
-                good.append(i)
-            except ValueError as exc:
-                error[i] = str(exc)
-        x = np.concatenate(arrays) if arrays else np.zeros((0, 1, 1, 3), np.float32)
+        n, k = len(batch["image"]), len(self.models)
+        good, x, error = infer.decode_batch(batch["image"])
         out = {name: batch[name] for name in ("video", "part", "label", "frame_index",
                                               "face_index", "path")}
         out["error"] = error
         out["p_fake"] = np.full((n, k), np.nan)
         if not self.masking:
             for m, model in enumerate(self.models):
-                if good:
+                if len(good):
                     out["p_fake"][good, m] = score_crops(model, x)
             return out
 
@@ -166,22 +156,10 @@ def score_selection(files: Sequence[str], models: list[dict[str, bytes]], cfg: I
     views = 1 + len(regions) + (occlusion.grid_side(patch) ** 2 if patch else 0)
     # A masked crop is scored `views` times: smaller batches keep every actor busy.
     batch_size = max(1, cfg.batch_size // (views * len(models))) if masking else cfg.batch_size
-    ctx = ray.data.DataContext.get_current()
-    ceiling = ctx.target_max_block_size
-    if ceiling is not None:
-        ctx.target_max_block_size = infer.read_block_bytes(total_bytes, cfg.actors, ceiling)
-    try:
-        ds = ray.data.read_parquet(list(files), partitioning=None, include_paths=True) \
-            .select_columns([*infer.FACE_COLUMNS, "path"])
-        scored = ds.map_batches(
-            CropScorer, fn_constructor_kwargs={"models": models, "regions": tuple(regions),
-                                               "patch": patch, "masking": masking},
-            batch_size=batch_size, batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=cfg.actors),
-            num_cpus=infer.cpus_per_actor(cfg), num_gpus=cfg.gpus_per_actor or None)
-        batches = list(scored.iter_batches(batch_size=None, batch_format="numpy"))
-    finally:
-        ctx.target_max_block_size = ceiling
+    batches = list(infer.map_crops(
+        files, CropScorer, {"models": models, "regions": tuple(regions), "patch": patch,
+                            "masking": masking},
+        cfg, total_bytes=total_bytes, batch_size=batch_size, include_paths=True))
     if not batches:
         raise DfdError("the selected shards hold no face crops")
     columns = {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
