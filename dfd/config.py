@@ -53,7 +53,7 @@ class PreprocessConfig:
     detect_max_side: int = 480
     min_face: int = 40  # minimum face side in source pixels
     score_threshold: float = 0.9
-    max_faces: int = 1  # faces kept per frame; 0 is the largest confident face
+    max_faces: int = 1  # faces kept per frame (>= 1); the largest confident one is face_index 0
     margin: float = 0.3  # context added on each edge of the box, as a fraction of its long side
     image_format: str = "jpeg"
     jpeg_quality: int = 95

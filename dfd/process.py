@@ -39,11 +39,11 @@ class VideoRef:
 class GroupResult:
     records: list[dict]  # schemas.FACE records (validated)
     rejects: list[dict]  # schemas.REJECT records
-    stats: dict[str, int]  # counters, named in STATS
 
 
-# Counters of a group (Beam turns them into metrics). frames_decoded counts every frame through
-# the decoder, frames_sampled the ones kept; boxes_reused counts fake frames cropped with the
+# Counters that process_group and process_video add to a caller's Counter (the pipeline's
+# ProcessUnits emits them as Beam counters). frames_decoded counts every frame through the
+# decoder, frames_sampled the ones kept; boxes_reused counts fake frames cropped with the
 # original's boxes, fakes_detected_alone the fakes that had no usable original; *_ms are
 # wall-clock milliseconds.
 STATS = ("videos", "videos_with_faces", "videos_rejected", "frames_decoded", "frames_sampled",
@@ -166,16 +166,19 @@ def _reject(ref: VideoRef, reason: str, detail: str) -> dict:
 
 
 def process_group(original: VideoRef | None, fakes: Sequence[VideoRef], *, split: str,
-                  cfg: PreprocessConfig, detector: Detector) -> GroupResult:
+                  cfg: PreprocessConfig, detector: Detector,
+                  stats: Counter | None = None) -> GroupResult:
     """Face records and rejects for one original and its fakes; never raises for a bad video.
 
     Detection options (max side, minimum face, score threshold, faces per frame) come from cfg;
     ``detector`` supplies the model and is reconfigured (sharing its weights) when they differ.
+    ``stats`` (a Counter) gets every counter named in STATS added to it.
     """
     if split not in schemas.SPLITS:
         raise ValueError(f"unknown split {split!r}; one of {list(schemas.SPLITS)}")
     detector = configured(detector, cfg)
-    stats: Counter = Counter({k: 0 for k in STATS})
+    stats = stats if stats is not None else Counter()
+    stats.update({k: 0 for k in STATS})  # every name present, even at zero
     records: list[dict] = []
     rejects: list[dict] = []
     reference: VideoFaces | None = None
@@ -192,5 +195,5 @@ def process_group(original: VideoRef | None, fakes: Sequence[VideoRef], *, split
             records.extend(mine)
             if ref is original:
                 reference = faces
-    stats["videos_rejected"] = len(rejects)
-    return GroupResult(records=records, rejects=rejects, stats=dict(stats))
+    stats["videos_rejected"] += len(rejects)
+    return GroupResult(records=records, rejects=rejects)

@@ -28,15 +28,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import time
 import uuid
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
-from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions,
-                                                  StandardOptions)
 
 from dfd import dfdc
 from dfd import manifest as mf
@@ -45,6 +42,7 @@ from dfd.kaggle import AccessDenied, Competition, CompetitionFile, RetryPolicy
 from dfd.kaggle.checks import read_receipt
 from dfd.kaggle.redact import redact
 from dfd.output_tree import join
+from pipelines.options import pipeline_options
 
 log = logging.getLogger(__name__)
 
@@ -192,27 +190,14 @@ def _write_results(results: list, *, uri: str) -> None:
         f.write(json.dumps(results, sort_keys=True).encode())
 
 
-def fetch_options(beam_args: list[str]) -> PipelineOptions:
-    options = PipelineOptions(beam_args, save_main_session=False)
-    std = options.view_as(StandardOptions)
-    if std.runner is None:
-        std.runner = "DirectRunner"
-    if std.runner in ("DirectRunner", "direct"):
-        direct = options.view_as(DirectOptions)
-        if "--direct_running_mode" not in " ".join(beam_args):
-            direct.direct_running_mode = "multi_threading"
-        if "--direct_num_workers" not in " ".join(beam_args):
-            direct.direct_num_workers = os.cpu_count() or 1
-    return options
-
-
 def run_fetch(parts: list[int], *, competition: str, staging: str, beam_args: list[str],
               retry: RetryPolicy = RetryPolicy(), scratch_dir: str | None = None) -> dict:
     """Fetch the parts into staging with one Beam pipeline; returns {"staged": [...],
     "failed": [...]} (see FetchParts)."""
     results_uri = join(staging, FETCH_RUNS, f"{uuid.uuid4().hex}.json")
     started = time.perf_counter()
-    with beam.Pipeline(options=fetch_options(beam_args)) as p:
+    with beam.Pipeline(options=pipeline_options(
+            beam_args, direct_running_mode="multi_threading")) as p:
         out = (p | "Parts" >> beam.Create(sorted(parts))
                | "FetchParts" >> FetchParts(competition, staging, retry=retry,
                                             scratch_dir=scratch_dir))

@@ -17,13 +17,10 @@ import argparse
 import dataclasses
 import json
 import logging
-import os
 import time
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions,
-                                                  StandardOptions, WorkerOptions)
 
 from dfd import config as cfgmod
 from dfd.config import part_config_hash
@@ -33,6 +30,7 @@ from dfd import output_tree as ot
 from dfd.cli.preprocess import add_arguments, check_staging, limits_from_args
 from dfd.errors import DfdError
 from pipelines import commit, fetch, sources
+from pipelines.options import pipeline_options
 from pipelines.transforms import (BROKEN, OUTCOMES, REJECTS, PlanParts, ProcessUnits,
                                   SummarizeParts, WriteShards)
 
@@ -61,24 +59,6 @@ def config_from_args(args) -> cfgmod.PreprocessConfig:
         cfg = dataclasses.replace(cfg, fakes_per_original=fpo)
     return cfg
 
-
-
-def beam_options(beam_args: list[str]) -> PipelineOptions:
-    options = PipelineOptions(beam_args, save_main_session=False)
-    std = options.view_as(StandardOptions)
-    if std.runner is None:
-        std.runner = "DirectRunner"
-    given = " ".join(beam_args)
-    if std.runner in ("DirectRunner", "direct"):
-        direct = options.view_as(DirectOptions)
-        if "--direct_running_mode" not in given:
-            direct.direct_running_mode = "multi_processing"
-        if "--direct_num_workers" not in given:
-            direct.direct_num_workers = os.cpu_count() or 1
-    if "--default_sdk_harness_log_level" not in given:
-        # Workers log every channel they open at INFO; milestones come from the launcher.
-        options.view_as(WorkerOptions).default_sdk_harness_log_level = "WARNING"
-    return options
 
 
 def build(p: beam.Pipeline, specs: list[sources.PartSpec], *, output: str,
@@ -148,7 +128,7 @@ def run_with(args, beam_args: list[str], *, before_processing=None) -> dict:
         before_processing()
     for spec in todo:  # leftovers of a killed run are never mistaken for this run's output
         commit.clear_staging(args.output, spec.part)
-    options = beam_options(beam_args)
+    options = pipeline_options(beam_args, direct_running_mode="multi_processing")
     started = time.perf_counter()
     try:
         with beam.Pipeline(options=options) as p:

@@ -90,12 +90,12 @@ class _ProcessUnitFn(beam.DoFn):
     """Decode an original, detect and crop its faces, crop its fakes with the same boxes."""
 
     def __init__(self, cfg: PreprocessConfig):
+        from dfd.process import STATS
+
         self.cfg = cfg
         self.units = Metrics.counter(NAMESPACE, "units_processed")
-        self.videos = Metrics.counter(NAMESPACE, "videos_read")
-        self.faces = Metrics.counter(NAMESPACE, "faces_written")
-        self.rejected = Metrics.counter(NAMESPACE, "videos_rejected")
-        self.image_bytes = Metrics.counter(NAMESPACE, "image_bytes")
+        # process_group's own counters (videos, records, image_bytes, decode_ms, ...).
+        self.stats = {name: Metrics.counter(NAMESPACE, name) for name in STATS}
         self.detector = None
 
     def setup(self):
@@ -113,20 +113,20 @@ class _ProcessUnitFn(beam.DoFn):
                 refs[entry.name] = VideoRef(name=entry.name, part=unit.part, label=entry.label,
                                             original=entry.original,
                                             source=openers[entry.name])
+        stats: Counter = Counter()
         result = process_group(refs.get(unit.original.name),
                                [refs[f.name] for f in unit.fakes if f.name in refs],
-                               split=unit.split, cfg=self.cfg, detector=self.detector)
+                               split=unit.split, cfg=self.cfg, detector=self.detector,
+                               stats=stats)
         self.units.inc()
-        self.videos.inc(len(refs))
-        self.faces.inc(len(result.records))
-        self.rejected.inc(len(result.rejects))
+        for name, value in stats.items():
+            self.stats[name].inc(value)
         for r in result.rejects:
             Metrics.counter(NAMESPACE, f"rejected_{r['reason']}").inc()
             yield beam.pvalue.TaggedOutput(REJECTS, (unit.part, r))
         with_records = sorted({r["video"] for r in result.records})
         yield beam.pvalue.TaggedOutput(OUTCOMES, (unit.part, ("with_records", with_records)))
         for record in result.records:
-            self.image_bytes.inc(len(record["image"]))
             yield (unit.part, unit.split, unit.shard), record
 
 

@@ -71,7 +71,7 @@ def test_our_decoding_and_nms_reproduce_the_graphs_own_output():
     assert full.shape[1] == 16 and np.allclose(full[:, 14], 1.0)
     detector = get_detector("retinaface", score_threshold=0.5, max_faces=10, max_side=1024,
                             min_face=1)
-    [raw] = detector._detect_batch([image], 1.0)
+    [raw] = detector._detect_batch([image])
     h, w = batch.shape[1:3]
     assert len(raw.boxes) == len(full)
     assert np.allclose(raw.boxes, full[:, :4] * [w, h, w, h], atol=1e-3)

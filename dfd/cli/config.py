@@ -1,4 +1,4 @@
-"""`dfd config`: show a job's preset with any overrides, as JSON."""
+"""`dfd config`: show a job's preset (or its hash) as JSON; it takes no overrides."""
 from __future__ import annotations
 
 import json

@@ -45,7 +45,3 @@ def nms(boxes, scores, iou_threshold: float) -> np.ndarray:
         order = order[1:][overlap <= iou_threshold]
     return np.asarray(keep, dtype=np.int64)
 
-
-def scale_boxes(boxes, sx: float, sy: float) -> np.ndarray:
-    """Boxes measured on a resized image, mapped back by dividing by its scale factors."""
-    return as_boxes(boxes) / np.array([sx, sy, sx, sy])

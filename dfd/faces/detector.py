@@ -102,8 +102,8 @@ class Detector:
         """Load and return the model (cache it per process)."""
         raise NotImplementedError
 
-    def _detect_batch(self, images: list[np.ndarray], scale: float) -> list[RawDetections]:
-        """Detect in same-sized RGB uint8 images, downscaled from the source by ``scale``."""
+    def _detect_batch(self, images: list[np.ndarray]) -> list[RawDetections]:
+        """Detect in same-sized RGB uint8 images (already resized to ``detection_size``)."""
         raise NotImplementedError
 
     # -- the shared path
@@ -141,7 +141,7 @@ class Detector:
                 images = [frames[i] if (dw, dh) == (w, h)
                           else cv2.resize(frames[i], (dw, dh), interpolation=cv2.INTER_AREA)
                           for i in chunk]
-                for i, raw in zip(chunk, self._detect_batch(images, min(sx, sy))):
+                for i, raw in zip(chunk, self._detect_batch(images)):
                     results[i] = self._select(raw, sx, sy, w, h)
         return results
 

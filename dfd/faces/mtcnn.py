@@ -23,7 +23,7 @@ class MTCNNDetector(Detector):
     def _load(self):
         return load_model()
 
-    def _detect_batch(self, images: list[np.ndarray], scale: float) -> list[RawDetections]:
+    def _detect_batch(self, images: list[np.ndarray]) -> list[RawDetections]:
         # min_face_size stays at the package default: mtcnn 1.0 sizes its pyramid without it,
         # and a larger value shrinks the last level below the proposal network's 12 pixels.
         rows = self.model.detect_faces(list(images), box_format="xyxy", output_type="numpy")

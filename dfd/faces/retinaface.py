@@ -113,7 +113,7 @@ class RetinaFaceDetector(Detector):
     def _load(self):
         return load_graph(HEADS)
 
-    def _detect_batch(self, images: list[np.ndarray], scale: float) -> list[RawDetections]:
+    def _detect_batch(self, images: list[np.ndarray]) -> list[RawDetections]:
         batch = pad_to_stride(images)
         _, ph, pw, _ = batch.shape
         loc, landm, conf = self.model(batch)

@@ -45,10 +45,6 @@ class FaceFrame:
     across: np.ndarray  # pixels per unit along the eyes (subject's right eye to left eye)
     down: np.ndarray  # pixels per unit towards the mouth
 
-    def to_pixels(self, points: np.ndarray) -> np.ndarray:
-        points = np.asarray(points, np.float64)
-        return self.origin + points[:, :1] * self.across + points[:, 1:] * self.down
-
     def to_face(self, pixels: np.ndarray) -> np.ndarray:
         basis = np.stack([self.across, self.down], axis=1)
         return np.linalg.solve(basis, (np.asarray(pixels, np.float64) - self.origin).T).T
