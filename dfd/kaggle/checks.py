@@ -1,4 +1,4 @@
-"""Is the file on disk the one Kaggle lists? Size, advertised checksums, and receipts.
+"""Is the file on disk the one the server lists? Size, advertised checksums, and receipts.
 
 A receipt under ``<dest>/_verified/<name>.json`` records what was checked when a file was
 committed, so later runs can skip it without reading it again.
@@ -43,18 +43,42 @@ def _crc32c_module():
     return google_crc32c
 
 
+class Digests:
+    """md5 (always) and crc32c (if asked for) of bytes fed in order, e.g. while they are
+    written, so that a download is verified without reading the file again."""
+
+    def __init__(self, algos=()):
+        self._md5 = hashlib.md5()
+        self._crc = _crc32c_module().Checksum() if "crc32c" in algos else None
+
+    def update(self, chunk: bytes) -> None:
+        self._md5.update(chunk)
+        if self._crc is not None:
+            self._crc.update(chunk)
+
+    def feed(self, stream) -> Digests:
+        while chunk := stream.read(_HASH_CHUNK):
+            self.update(chunk)
+        return self
+
+    def hexdigests(self) -> dict[str, str]:
+        out = {"md5": self._md5.hexdigest()}
+        if self._crc is not None:
+            out["crc32c"] = self._crc.digest().hex()
+        return out
+
+
 def file_digests(stream, algos: set[str]) -> dict[str, str]:
     """Hex md5 of a binary stream, and crc32c too if asked for."""
-    md5 = hashlib.md5()
-    crc = _crc32c_module().Checksum() if "crc32c" in algos else None
-    while chunk := stream.read(_HASH_CHUNK):
-        md5.update(chunk)
-        if crc is not None:
-            crc.update(chunk)
-    out = {"md5": md5.hexdigest()}
-    if crc is not None:
-        out["crc32c"] = crc.digest().hex()
-    return out
+    return Digests(algos).feed(stream).hexdigests()
+
+
+def check_digests(found: dict[str, str], advertised: dict[str, str]) -> None:
+    """Raises Mismatch unless every advertised checksum is among the digests found."""
+    for algo, expected in advertised.items():
+        if found.get(algo) != expected:
+            raise Mismatch(f"{algo} mismatch: got {found.get(algo)}, server advertised "
+                           f"{expected}")
 
 
 def verify(path: Path, size: int, advertised: dict[str, str]) -> dict[str, str]:
@@ -65,9 +89,7 @@ def verify(path: Path, size: int, advertised: dict[str, str]) -> dict[str, str]:
         raise Mismatch(f"size mismatch: {actual} bytes downloaded, Kaggle lists {size}")
     with open(path, "rb") as f:
         found = file_digests(f, set(advertised))
-    for algo, expected in advertised.items():
-        if found[algo] != expected:
-            raise Mismatch(f"{algo} mismatch: got {found[algo]}, server advertised {expected}")
+    check_digests(found, advertised)
     return found
 
 
@@ -84,10 +106,13 @@ def read_receipt(dest_uri: str, name: str) -> dict | None:
         return None
 
 
-def receipt(competition: str, file, found: dict[str, str], advertised: dict[str, str]) -> bytes:
-    """The receipt of a verified CompetitionFile, as written beside it."""
+def receipt(competition: str | None, file, found: dict[str, str], advertised: dict[str, str],
+            **extra) -> bytes:
+    """The receipt of a verified file (anything with name, size, created), as written beside
+    it; extra fields (e.g. where a link pointed, without its signature) are kept too."""
     body = {"competition": competition, "file": file.name, "size": file.size,
             "created": file.created, "md5": found["md5"],
             "checked": ["size", *sorted(advertised)],
-            "verified_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+            "verified_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            **extra}
     return (json.dumps(body, indent=2, sort_keys=True) + "\n").encode()

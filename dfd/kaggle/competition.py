@@ -15,13 +15,24 @@ from dfd.kaggle.credentials import authenticated_api, credential_source
 from dfd.kaggle.errors import AccessDenied, FetchFailed, Mismatch
 from dfd.kaggle.progress import Progress
 from dfd.kaggle.redact import redact
-from dfd.kaggle.retries import RetryPolicy, describe, http_status, is_transient, retry_after
+from dfd.kaggle.retries import (
+    RetryPolicy,
+    describe,
+    http_status,
+    is_transient,
+    retry_after,
+    retrying,
+)
 from dfd.output_tree import join
 
 log = logging.getLogger(__name__)
 
 COMPETITION = "deepfake-detection-challenge"
 INCOMING = "_incoming"
+# What Kaggle's API serves of DFDC: the labelled sample, the unlabelled test videos and the
+# submission template (the data page's "Files" list). The 50 training parts are not among
+# them: the data page links them instead ("not available directly on Kaggle").
+API_FILES = ("train_sample_videos", "test_videos", "sample_submission.csv")
 _PAGE_SIZE = 200
 _RESUME_MARKER = ".kaggle-partial"  # the kaggle downloader's sidecar beside a partial file
 
@@ -102,14 +113,17 @@ class Competition:
         return result.uri
 
     def target_uri(self, file: CompetitionFile, dest_uri: str) -> str:
-        return join(dest_uri, file.basename)
+        why = dfdc.unsafe_member_reason(file.name)
+        if why:  # a listed name is joined onto a path: it must stay inside dest_uri
+            raise DfdError(f"{self.name}: refusing the listed name {file.name!r}: {why}")
+        return join(dest_uri, file.name)
 
     def is_current(self, file: CompetitionFile, dest_uri: str) -> bool:
         """The file is committed at dest_uri and its receipt matches what Kaggle lists now."""
         return self._current_receipt(file, dest_uri) is not None
 
     def _current_receipt(self, file: CompetitionFile, dest_uri: str) -> dict | None:
-        receipt = checks.read_receipt(dest_uri, file.basename)
+        receipt = checks.read_receipt(dest_uri, file.name)
         if not receipt or receipt.get("size") != file.size:
             return None
         if file.created and receipt.get("created") != file.created:
@@ -141,7 +155,7 @@ class Competition:
         storage.commit_file(partial, target)
         if not storage.is_local(target):
             partial.unlink(missing_ok=True)
-        storage.write_bytes(checks.receipt_uri(dest_uri, file.basename),
+        storage.write_bytes(checks.receipt_uri(dest_uri, file.name),
                             checks.receipt(self.name, file, digests, advertised))
         progress.finished(file.size)
         seconds = time.monotonic() - start
@@ -152,8 +166,8 @@ class Competition:
     def _partial_path(self, file: CompetitionFile, dest_uri: str) -> Path:
         if storage.is_local(dest_uri):
             # Beside the destination, so that the commit is a rename on the same filesystem.
-            return storage.local_path(dest_uri) / INCOMING / file.basename
-        return self.scratch_dir / self.name / file.basename
+            return storage.local_path(dest_uri) / INCOMING / file.name
+        return self.scratch_dir / self.name / file.name
 
     def _adopt(self, file: CompetitionFile, dest_uri: str) -> str | None:
         """A file of the listed size already at the target without a (current) receipt, e.g.
@@ -172,7 +186,7 @@ class Competition:
             log.warning("%s: the copy at %s does not match Kaggle's checksum; fetching it again",
                         file.basename, target)
             return None
-        storage.write_bytes(checks.receipt_uri(dest_uri, file.basename),
+        storage.write_bytes(checks.receipt_uri(dest_uri, file.name),
                             checks.receipt(self.name, file, digests, advertised))
         log.info("%s: found at %s, verified (%s)", file.basename, target,
                  ", ".join(["size", *sorted(advertised)]))
@@ -185,8 +199,7 @@ class Competition:
         return checks.advertised_checksums(response.headers)
 
     def _request_download(self, client, file: CompetitionFile):
-        from kagglesdk.competitions.types.competition_api_service import (
-            ApiDownloadDataFileRequest)
+        from kagglesdk.competitions.types.competition_api_service import ApiDownloadDataFileRequest
 
         request = ApiDownloadDataFileRequest()
         request.competition_name = self.name
@@ -216,28 +229,23 @@ class Competition:
 
     def _download_verified(self, file: CompetitionFile, partial: Path,
                            progress: Progress) -> tuple[dict, dict]:
-        for attempt in range(1, self.retry.attempts + 1):
+        def attempt():
             try:
                 advertised = self._download_once(file, partial, progress)
-                return checks.verify(partial, file.size, advertised), advertised
-            except Exception as exc:
-                if isinstance(exc, ValueError) and str(exc).startswith("Downloaded file size"):
+            except ValueError as exc:
+                if str(exc).startswith("Downloaded file size"):
                     # The kaggle downloader's own check against Content-Length.
-                    exc = Mismatch(f"size mismatch: {exc}")
-                self._raise_if_fatal(exc, file)
-                failure = exc
-            if isinstance(failure, Mismatch):
-                # Wrong bytes must not be resumed from: start the next attempt from zero.
-                partial.unlink(missing_ok=True)
-                Path(str(partial) + _RESUME_MARKER).unlink(missing_ok=True)
-            if attempt == self.retry.attempts:
-                raise FetchFailed(f"{file.basename}: gave up after {attempt} attempt(s): "
-                                  f"{describe(failure)}")
-            wait = self.retry.delay(attempt, retry_after(failure))
-            log.warning("%s: %s; retrying in %.1fs (attempt %d of %d)", file.basename,
-                        describe(failure), wait, attempt + 1, self.retry.attempts)
-            time.sleep(wait)
-        raise AssertionError("unreachable")
+                    raise Mismatch(f"size mismatch: {exc}") from None
+                raise
+            return checks.verify(partial, file.size, advertised), advertised
+
+        def start_over():  # wrong bytes must not be resumed from
+            partial.unlink(missing_ok=True)
+            Path(str(partial) + _RESUME_MARKER).unlink(missing_ok=True)
+
+        return retrying(attempt, policy=self.retry, what=file.basename, log=log,
+                        fatal=lambda exc: self._raise_if_fatal(exc, file),
+                        on_mismatch=start_over)
 
     def _raise_if_fatal(self, exc: BaseException, file: CompetitionFile | None) -> None:
         if isinstance(exc, DfdError):
@@ -253,6 +261,8 @@ class Competition:
                 f"rules at https://www.kaggle.com/competitions/{self.name}/rules with the "
                 f"account whose credentials are used ({self.credentials})") from None
         if status == 404:
+            if file is not None and file.part is not None:
+                raise DfdError(parts_not_served(self.name)) from None
             raise DfdError(f"{self.name}: {what} not found on Kaggle (HTTP 404)") from None
         if not is_transient(exc):
             import requests
@@ -277,6 +287,15 @@ class Competition:
                             wait)
                 time.sleep(wait)
         raise AssertionError("unreachable")
+
+
+def parts_not_served(competition: str) -> str:
+    """What to say when DFDC parts are asked of Kaggle's API, which does not serve them."""
+    return (f"Kaggle's API does not serve the DFDC training parts (the data page: \"not "
+            f"available directly on Kaggle\"): accept the rules at https://www.kaggle.com/"
+            f"competitions/{competition}/rules, save the part links of its data page into a "
+            f"file, one per line, and use --links FILE (dfd download, dfd preprocess, "
+            f"dfd sync)")
 
 
 def _default_scratch() -> Path:
@@ -320,7 +339,7 @@ def download_parts(parts: set[int] | None, dest_uri: str, *, competition: str = 
     comp = Competition(competition, retry=retry, scratch_dir=scratch_dir)
     listed = comp.parts()
     if not listed:
-        raise DfdError(f"{competition} lists no DFDC parts ({dfdc.part_zip_name(0)} ...)")
+        raise DfdError(parts_not_served(competition))
     wanted = sorted(listed) if parts is None else sorted(parts)
     missing = [p for p in wanted if p not in listed]
     if missing:
@@ -342,3 +361,85 @@ def download_parts(parts: set[int] | None, dest_uri: str, *, competition: str = 
     finally:
         bars.close()
     return results
+
+
+def select_api_files(files: list[CompetitionFile], wanted: list[str]) -> list[CompetitionFile]:
+    """The listed files that make up each wanted item, whatever shape the listing has: one
+    file (``sample_submission.csv``), a folder's files (``test_videos/<name>.mp4``) or one
+    zip of it (``test_videos.zip``)."""
+    chosen: list[CompetitionFile] = []
+    for item in wanted:
+        item = item.strip().rstrip("/")
+        found = [f for f in files if f.name == item or f.name.startswith(item + "/")
+                 or f.name == item + ".zip"]
+        if not found:
+            served = sorted({f.name.split("/")[0] for f in files})
+            raise DfdError(f"the competition lists no {item!r}; it serves "
+                           f"{', '.join(served) or 'nothing'}")
+        chosen.extend(f for f in found if f not in chosen)
+    return chosen
+
+
+def download_files(wanted: list[str], dest_uri: str, *, competition: str = COMPETITION,
+                   retry: RetryPolicy = RetryPolicy(), scratch_dir: str | Path | None = None,
+                   jobs: int = 4, progress: bool = False) -> list[FetchResult]:
+    """Fetch what Kaggle's API serves (e.g. API_FILES) into dest_uri with the kaggle client,
+    `jobs` files at a time, keeping the listed paths (``test_videos/<name>.mp4``). A folder
+    listed as one zip is unpacked beside it. Verified files are skipped; a failed file is
+    reported and the rest go on; refused access stops the batch."""
+    import concurrent.futures
+
+    comp = Competition(competition, retry=retry, scratch_dir=scratch_dir)
+    files = select_api_files(comp.files(), wanted)
+    todo = [f for f in files if not comp.is_current(f, dest_uri)]
+    bars = Progress(sum(f.size for f in todo), len(todo), enabled=progress)
+
+    def one(f: CompetitionFile) -> list[FetchResult]:
+        try:
+            result = comp.fetch(f, dest_uri, progress=bars)
+        except FetchFailed as exc:
+            log.error("%s", exc)
+            return [FetchResult(f, join(dest_uri, f.name), "failed", detail=str(exc))]
+        if f.name.endswith(".zip") and f.name[:-len(".zip")] in API_FILES:
+            unpack_zip(result.uri, dest_uri)
+        return [result]
+
+    results: list[FetchResult] = []
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max(1, jobs),
+                                                   thread_name_prefix="kaggle") as pool:
+            for batch in pool.map(one, files):
+                results.extend(batch)
+    finally:
+        bars.close()
+    return results
+
+
+def unpack_zip(zip_uri: str, dest_uri: str) -> int:
+    """Unpack a zip's safe members (no absolute paths, no '..') into dest_uri, streaming each
+    one (never whole in memory); members already there with their size are kept. Returns the
+    number written."""
+    import shutil
+    import tempfile
+    import zipfile
+
+    written = 0
+    scratch = None
+    if storage.is_local(dest_uri):  # beside the files, so that the commit is a rename
+        scratch = storage.local_path(dest_uri)
+        scratch.mkdir(parents=True, exist_ok=True)
+    with storage.open_read(zip_uri) as f, zipfile.ZipFile(f) as zf:
+        for info in zf.infolist():
+            if info.is_dir() or dfdc.unsafe_member_reason(info.filename):
+                continue
+            target = join(dest_uri, info.filename.replace("\\", "/"))
+            if storage.file_size(target) == info.file_size:
+                continue
+            with tempfile.NamedTemporaryFile(prefix=".unpack-", delete=False,
+                                             dir=scratch) as out:
+                with zf.open(info) as member:  # zipfile checks the CRC-32 at the end
+                    shutil.copyfileobj(member, out, 2**20)
+            storage.commit_file(Path(out.name), target)
+            Path(out.name).unlink(missing_ok=True)
+            written += 1
+    return written

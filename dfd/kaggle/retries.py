@@ -74,3 +74,31 @@ def is_transient(exc: BaseException) -> bool:
         return status in (408, 429) or status >= 500
     return isinstance(exc, (Mismatch, requests.RequestException, http.client.HTTPException,
                             urllib3.exceptions.HTTPError))
+
+
+def retrying(call, *, policy: RetryPolicy, what: str, fatal, log, on_mismatch=None):
+    """call() until it succeeds, backing off between attempts.
+
+    fatal(exc) raises whatever must not be retried (a refusal); a Mismatch (wrong bytes) runs
+    on_mismatch() first, so the next attempt starts from zero instead of resuming from bad
+    bytes. Raises FetchFailed, naming `what`, when the attempts are spent."""
+    import time
+
+    from dfd.kaggle.errors import FetchFailed
+
+    for attempt in range(1, policy.attempts + 1):
+        try:
+            return call()
+        except Exception as exc:
+            fatal(exc)
+            failure = exc
+        if isinstance(failure, Mismatch) and on_mismatch is not None:
+            on_mismatch()
+        if attempt == policy.attempts:
+            raise FetchFailed(f"{what}: gave up after {attempt} attempt(s): "
+                              f"{describe(failure)}")
+        wait = policy.delay(attempt, retry_after(failure))
+        log.warning("%s: %s; retrying in %.1fs (attempt %d of %d)", what, describe(failure),
+                    wait, attempt + 1, policy.attempts)
+        time.sleep(wait)
+    raise AssertionError("unreachable")
