@@ -30,24 +30,35 @@ NAME = "infer"
 
 
 def _write_shards(root: Path, *, crops: int, shards: int) -> list[str]:
+    """One Parquet test shard per part, ``crops // shards`` face crops in each, half of them
+    from fakes (``dfd.synth.face_shards``)."""
     from dfd import output_tree as ot
     from dfd import shards as shard_io
-    from tests.infer_fixtures import crop_jpeg, face_record, photos
+    from dfd.synth.face_shards import face_records
 
-    rng = np.random.default_rng(0)
-    pics = photos()
     per_shard = crops // shards
+    frames = 8  # each original and its fake give 2 * frames crops
     files = []
     for s in range(shards):
-        rows = [face_record(video=f"v{s:02d}_{k // 8:03d}.mp4", part=s, original="o.mp4",
-                            label=k % 2, split="test", frame_index=k % 8,
-                            image=crop_jpeg(pics[k % len(pics)], rng, fake=bool(k % 2)))
-                for k in range(per_shard)]
+        rows = face_records(part=s, split="test", originals=-(-per_shard // (2 * frames)),
+                            fakes_per_original=1, frames=frames)[:per_shard]
         path = Path(ot.shard_path(str(root), "parquet", s, "test", 0, 1))
         path.parent.mkdir(parents=True, exist_ok=True)
         shard_io.write_parquet(rows, str(path))
         files.append(str(path))
     return files
+
+
+def _untrained_run_dir(run: Path, model: str = "paper_cnn") -> Path:
+    """A run dir holding a seeded, untrained model as `dfd train` saves one: the benchmark
+    measures throughput, which training does not change."""
+    import tf_keras as keras
+
+    from dfd.models import build_model, save_model
+
+    keras.utils.set_random_seed(0)
+    save_model(build_model(model), str(run / "model"), name=model, options={})
+    return run
 
 
 def plain_images_per_second(files: list[str], run_dir: Path, batch_size: int, *,
@@ -144,8 +155,6 @@ def measure(files: list[str], run_dir: Path, batch_size: int, rounds: int) -> di
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from tests.infer_fixtures import make_run_dir
-
     parser = argparse.ArgumentParser(prog="python -m benchmarks.infer")
     parser.add_argument("--crops", type=int, default=768)
     parser.add_argument("--shards", type=int, default=12)
@@ -155,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="dfd-bench-infer-") as tmp:
         files = _write_shards(Path(tmp, "data"), crops=args.crops, shards=args.shards)
-        run_dir = make_run_dir(Path(tmp, "run"))
+        run_dir = _untrained_run_dir(Path(tmp, "run"))
         figures = {"crops": args.crops, "shards": args.shards, "batch_size": args.batch_size,
                    "model": "paper_cnn", "cpus": os.cpu_count(),
                    **measure(files, run_dir, args.batch_size, args.rounds)}

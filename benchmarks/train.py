@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,10 +23,9 @@ BATCH = 32
 
 
 def _dataset(root: Path) -> dict:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from train_fixtures import make_face_dataset
+    from dfd.synth.face_shards import write_face_shards
 
-    return make_face_dataset(root, parts=(0, 1), per_split={"train": 20, "validation": 4},
+    return write_face_shards(root, parts=(0, 1), per_split={"train": 20, "validation": 4},
                              fakes_per_original=1, frames=8)
 
 

@@ -22,7 +22,7 @@ import zlib
 from pathlib import Path
 
 from dfd.dfdc import METADATA, part_folder_name, part_zip_name
-from video_fixtures import _ROOT, background, clip, write_clip
+from tests.video_fixtures import _ROOT, background, clip, write_clip
 
 NOT_A_VIDEO = b"<html><body><h1>403 Forbidden</h1>Request has expired</body></html>\n" * 20
 """What a failed download saves under the video's name."""

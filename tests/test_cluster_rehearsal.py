@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from proc_inspect import alive, descendants, listening_addresses
-from train_fixtures import make_face_dataset
+from dfd.synth.face_shards import write_face_shards
+from tests.proc_inspect import alive, descendants, listening_addresses
 
 pytestmark = pytest.mark.slow
 
@@ -149,7 +149,7 @@ def test_training_and_inference_spread_over_two_loopback_nodes(cluster, tmp_path
     assert listening_addresses(pids) <= {"127.0.0.1", "::ffff:127.0.0.1"}
 
     data, run, out = tmp_path / "faces", tmp_path / "run", tmp_path / "scores"
-    make_face_dataset(data, parts=(0, 1), formats=("parquet",),
+    write_face_shards(data, parts=(0, 1), formats=("parquet",),
                       per_split={"train": 3, "validation": 1, "test": 2})
     env = cluster["env"]
     _dfd(["train", "--data", str(data), "--run-dir", str(run), "--preset", "smoke",

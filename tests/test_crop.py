@@ -7,7 +7,7 @@ import pytest
 
 from dfd.crop import crop_face, crop_window, encode_crop
 from dfd.images import decode_crops
-from video_fixtures import face_photo
+from tests.video_fixtures import face_photo
 
 
 def gradient_frame(h: int = 360, w: int = 640) -> np.ndarray:

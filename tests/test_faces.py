@@ -13,7 +13,7 @@ from dfd.faces import NAMES, Face, get_detector
 from dfd.faces import retinaface as rf
 from dfd.faces.boxes import iou, iou_matrix, nms
 from dfd.video import probe_video, read_frames
-from video_fixtures import face_photo, synth_part
+from tests.video_fixtures import face_photo, synth_part
 
 
 @pytest.fixture(scope="module")

@@ -22,9 +22,16 @@ from hypothesis import strategies as st
 import schemas
 from dfd import dfdc, shards
 from dfd.plan import plan_part
-from hostile_corpus import (Member, member, metadata_json, symlink, write_zip_part, zip_bomb,
-                            zip_bytes)
 from pipelines import sources
+from tests.hostile_corpus import (
+    Member,
+    member,
+    metadata_json,
+    symlink,
+    write_zip_part,
+    zip_bomb,
+    zip_bytes,
+)
 
 FUZZ = settings(max_examples=200, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow])

@@ -13,10 +13,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Runs in its own process, so that Ray's state here cannot leak into other tests.
 PROBE = """
-import json, os, sys
-sys.path.insert(0, "tests")
+import json, os
 import ray
-from proc_inspect import descendants, listening_addresses
+from tests.proc_inspect import descendants, listening_addresses
 from dfd.config import TrainConfig
 from ray_jobs import local_ray, train
 

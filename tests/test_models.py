@@ -10,7 +10,7 @@ import pytest
 import tf_keras as keras
 
 from dfd import augment, curves, images, models
-from train_fixtures import face_photo
+from dfd.synth.photos import portrait_pixels
 
 # The paper's Fig. 2, row by row: layer, output shape, parameters.
 PAPER_CNN = [
@@ -38,7 +38,7 @@ def encode(rgb: np.ndarray, ext: str = ".jpg") -> bytes:
 
 @pytest.fixture(scope="module")
 def crops() -> list[bytes]:
-    face = cv2.resize(face_photo("astronaut")[40:300, 120:380], (256, 256))
+    face = cv2.resize(portrait_pixels("astronaut")[40:300, 120:380], (256, 256))
     return [encode(face), encode(face[:, ::-1].copy(), ".png")]
 
 
@@ -154,7 +154,7 @@ def test_tensorflow_decoder_matches_decode_crops_exactly(crops):
 def test_other_crop_sizes_are_resized_to_the_model_input():
     import tensorflow as tf
 
-    small = encode(cv2.resize(face_photo("camera"), (252, 252)), ".png")
+    small = encode(cv2.resize(portrait_pixels("camera"), (252, 252)), ".png")
     x = images.decode_crops([small])
     assert x.shape == (1, 256, 256, 3)
     t = images.decode_crop_tensor(tf.constant(small)).numpy()

@@ -146,7 +146,14 @@ def test_plan_rejects_missing_files_extra_files_and_orphan_fakes():
 
 
 def test_split_rule_is_a_function_of_the_original_only():
-    fr = [splits.assign_split(0, f"v{i}.mp4", test_parts=(), validation_fraction=0.2)
-          for i in range(2000)]
+    names = [f"v{i}.mp4" for i in range(2000)]
+    fr = [splits.assign_split(0, n, test_parts=(), validation_fraction=0.2) for n in names]
     assert 0.15 < fr.count("validation") / 2000 < 0.25
-    assert splits.assign_split(3, "v1.mp4", test_parts=(3,), validation_fraction=0.2) == "test"
+    # The part number is ignored outside the held-out parts: an original (and so each of its
+    # fakes) gets the same split in whichever part it is listed.
+    for part in (1, 7, 49):
+        assert [splits.assign_split(part, n, test_parts=(3,), validation_fraction=0.2)
+                for n in names] == fr
+    # Held-out parts are test whole, whatever the original.
+    assert {splits.assign_split(3, n, test_parts=(3,), validation_fraction=0.2)
+            for n in names} == {"test"}

@@ -12,7 +12,7 @@ import tensorflow as tf
 from PIL import Image
 
 import schemas
-from dfd import config, dfdc
+from dfd import config, dfdc, splits
 from dfd import output_tree as ot
 from dfd.synth import generate
 from pipelines import preprocess
@@ -94,9 +94,14 @@ def test_counts_per_part_split_and_label_follow_the_metadata(dataset):
         by_video = Counter(r["video"] for r in part_rows)
         assert set(by_video.values()) == {FRAMES}
         for r in part_rows:
-            assert r["original"] == (r["video"] if r["label"] == 0 else meta[r["video"]]["original"])
-            assert r["split"] == ("test" if part == 2 else r["split"])
-        assert {r["split"] for r in part_rows} <= ({"test"} if part == 2 else {"train", "validation"})
+            expected_original = r["video"] if r["label"] == 0 else meta[r["video"]]["original"]
+            assert r["original"] == expected_original
+            # The split rule of DESIGN.md, not the metadata's "split" (always "train" in DFDC).
+            assert r["split"] == splits.assign_split(part, r["original"], test_parts=(2,),
+                                                     validation_fraction=0.3)
+    # The held-out part is test whole; the others hold both train and validation originals.
+    assert {r["split"] for r in rows if r["part"] == 2} == {"test"}
+    assert {r["split"] for r in rows if r["part"] != 2} == {"train", "validation"}
 
 
 def test_no_original_lands_in_two_splits(dataset):

@@ -16,7 +16,7 @@ import pytest
 from dfd import report
 from dfd.study import occlusion, random_split, runs, summary, table
 from dfd.study.table import Column
-from study_fixtures import HELD_OUT_PART, make_study_data
+from tests.study_fixtures import HELD_OUT_PART, make_study_data
 
 # Every end-to-end study trains 1 epoch on one worker and scores with one actor: the same
 # settings everywhere, so the studies share their baseline runs as they would in real use.
@@ -80,7 +80,7 @@ def test_regions_follow_the_face_and_tile_it_from_forehead_to_jaw():
 def test_regions_come_from_the_detectors_landmarks_and_else_the_canonical_layout():
     from dfd.config import PreprocessConfig
     from dfd.faces import detector_options, get_detector
-    from train_fixtures import face_records
+    from dfd.synth.face_shards import face_records
 
     cfg = PreprocessConfig()
     detector = get_detector(cfg.detector, **detector_options(cfg))
@@ -238,11 +238,39 @@ def assert_png(path: Path) -> None:
     assert image is not None and image.shape[0] > 200 and image.shape[1] > 200, path
 
 
-def assert_figures_in_range(row: dict) -> None:
-    for name in ("video_auc", "video_accuracy", "frame_accuracy"):
+def recomputed_figures(frames: list[dict]) -> dict[str, float]:
+    """One model's figures recomputed with scikit-learn from its frame scores: a video scores
+    the mean of its frames (the default rule), and a score above 0.5 calls FAKE."""
+    from sklearn import metrics as sk
+
+    videos: dict[str, tuple[int, list[float]]] = {}
+    for f in frames:
+        videos.setdefault(f["video"], (f["label"], []))[1].append(f["p_fake"])
+    y = [label for label, _ in videos.values()]
+    p = [float(np.mean(scores)) for _, scores in videos.values()]
+    frame_y, frame_p = [f["label"] for f in frames], [f["p_fake"] for f in frames]
+    return {"video_auc": sk.roc_auc_score(y, p),
+            "video_log_loss": sk.log_loss(y, np.clip(p, 1e-15, 1 - 1e-15), labels=[0, 1]),
+            "video_accuracy": sk.accuracy_score(y, np.greater(p, 0.5)),
+            "frame_accuracy": sk.accuracy_score(frame_y, np.greater(frame_p, 0.5))}
+
+
+def assert_row_is_the_mean_of(row: dict, frames_per_model: list[list[dict]]) -> None:
+    """Each figure of a table row is the mean over models of that model's recomputed figure."""
+    per_model = [recomputed_figures(frames) for frames in frames_per_model]
+    for name in per_model[0]:
         if f"{name}_mean" in row:
-            assert 0.0 <= float(row[f"{name}_mean"]) <= 1.0, name
-    assert float(row["video_log_loss_mean"]) > 0
+            expected = np.mean([figures[name] for figures in per_model])
+            assert float(row[f"{name}_mean"]) == pytest.approx(expected, abs=1e-6), name
+    assert int(row["video_auc_n"]) == len(per_model)
+
+
+def frame_scores(run_dir: str, *, validation: bool = False) -> list[dict]:
+    """A study run's frame scores on the held-out parts, or on its validation crops."""
+    evaluated = [d for d in Path(run_dir, "eval").iterdir()
+                 if d.name.startswith("validation-") == validation]
+    (chosen,) = evaluated
+    return pq.read_table(chosen / report.FRAME_PREDICTIONS).to_pylist()
 
 
 @pytest.fixture(scope="module")
@@ -259,9 +287,8 @@ def test_augmentation_study_tables_every_variant_scored_as_dfd_infer_scores(data
     out, record = augmentation
     rows = rows_of(out)
     assert [r["variant"] for r in rows] == ["none", "hflip"]
-    for row in rows:
-        assert_figures_in_range(row)
-        assert row["video_auc_n"] == "1"
+    for run, row in zip(record["runs"], rows):
+        assert_row_is_the_mean_of(row, [frame_scores(run["run_dir"])])
     assert rows[0]["delta_video_accuracy_mean"] == ""  # the baseline has no difference
     assert rows[1]["delta_video_accuracy_mean"] != ""
     assert "rotation" not in (out / "table.md").read_text()
@@ -328,9 +355,16 @@ def test_occlusion_study_tables_each_region_and_maps_sensitivity(data, augmentat
     rows = rows_of(out)
     assert [r["region"] for r in rows] == ["unmasked", "forehead", "jaw", "left_half",
                                            "right_half"]
+    # Each region's figures: both models' scores with that region hidden, measured as any
+    # evaluation measures them.
+    crops = pq.read_table(out / "crops.parquet").to_pylist()
+    models = sorted({c["model"] for c in crops})
+    assert len(models) == 2
     for row in rows:
-        assert_figures_in_range(row)
-        assert row["video_auc_n"] == "2" and row["video_log_loss_sd"] != ""
+        assert_row_is_the_mean_of(row, [[c for c in crops
+                                          if c["region"] == row["region"] and c["model"] == m]
+                                         for m in models])
+        assert row["video_log_loss_sd"] != ""
     for row in rows[1:]:
         assert 0 < float(row["pixels_mean"]) < 0.5
         assert float(row["delta_video_auc_mean"]) == pytest.approx(
@@ -341,7 +375,6 @@ def test_occlusion_study_tables_each_region_and_maps_sensitivity(data, augmentat
     # The first model is the augmentation study's baseline: its unmasked scores are the same
     # as that study's held-out evaluation of it.
     held_out = pq.read_table(data / "parquet" / f"part-{HELD_OUT_PART:02d}")
-    crops = pq.read_table(out / "crops.parquet").to_pylist()
     assert len(crops) == held_out.num_rows * 2 * 5
     assert record["layouts"]["landmarks"] + record["layouts"]["canonical"] == \
         held_out.num_rows
@@ -384,9 +417,13 @@ def test_split_study_shows_what_a_random_image_split_adds_to_the_score(
         ("random image split", "held-out parts"),
         ("leak-free split", "validation (by original)"),
         ("leak-free split", "held-out parts")]
-    for row in rows:
-        assert_figures_in_range(row)
     assert float(rows[0]["seen_mean"]) > 0 and float(rows[2]["seen_mean"]) == 0
+    # Each row is its arm's model scored on that row's crops.
+    (random_run,) = [r for r in record["runs"] if r["variant"] == "random"]
+    (leak_free_run,) = [r for r in record["runs"] if r["variant"] == "leak_free"]
+    for row, run, validation in zip(rows, (random_run, random_run, leak_free_run, leak_free_run),
+                                    (True, False, True, False)):
+        assert_row_is_the_mean_of(row, [frame_scores(run["run_dir"], validation=validation)])
 
     # Both arms are scored on the same held-out parts; the leak-free arm is the shared
     # baseline, whose held-out figures are the augmentation study's 'none' row.

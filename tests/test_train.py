@@ -15,7 +15,7 @@ from dfd import images, output_tree, train_input
 from dfd.augment import build_augmenter
 from dfd.config import TrainConfig
 from dfd.errors import DfdError
-from train_fixtures import make_face_dataset
+from dfd.synth.face_shards import write_face_shards
 
 SPLITS = {"train": 8, "validation": 3}
 FAKES_PER_ORIGINAL = 2  # as if the pipeline kept all fakes: re-balancing has work to do
@@ -25,7 +25,7 @@ FRAMES = 5
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> tuple[str, dict]:
     root = tmp_path_factory.mktemp("faces")
-    counts = make_face_dataset(root, parts=(0, 1), per_split=SPLITS,
+    counts = write_face_shards(root, parts=(0, 1), per_split=SPLITS,
                                fakes_per_original=FAKES_PER_ORIGINAL, frames=FRAMES,
                                formats=("parquet",))
     return str(root), counts
@@ -55,9 +55,9 @@ def test_index_counts_every_committed_record(data, train_index):
 
 
 def test_index_skips_parts_the_manifest_does_not_list(tmp_path):
-    make_face_dataset(tmp_path, parts=(0,), per_split={"train": 2}, formats=("parquet",))
+    write_face_shards(tmp_path, parts=(0,), per_split={"train": 2}, formats=("parquet",))
     manifest = (tmp_path / "manifest.json").read_text()
-    make_face_dataset(tmp_path, parts=(3,), per_split={"train": 2}, formats=("parquet",))
+    write_face_shards(tmp_path, parts=(3,), per_split={"train": 2}, formats=("parquet",))
     (tmp_path / "manifest.json").write_text(manifest)  # part 3 written but never committed
     staging = Path(output_tree.part_dir(str(tmp_path), "parquet", 4, staging=True))
     staging.mkdir()
@@ -93,7 +93,7 @@ def test_each_epoch_is_balanced_and_rotates_through_every_fake(train_index):
 
 
 def test_balanced_data_and_no_rebalance_keep_every_record(tmp_path, train_index):
-    make_face_dataset(tmp_path, parts=(0,), per_split={"train": 3}, fakes_per_original=1,
+    write_face_shards(tmp_path, parts=(0,), per_split={"train": 3}, fakes_per_original=1,
                       formats=("parquet",))
     balanced = train_input.build_index(str(tmp_path), "train")
     assert not train_input.needs_rebalancing(balanced)
@@ -152,7 +152,7 @@ def test_dataset_yields_the_records_images_and_labels(data, train_index):
 
 
 def test_training_batches_are_full_shuffled_and_read_across_row_groups(tmp_path):
-    make_face_dataset(tmp_path, parts=(0,), per_split={"train": 3}, fakes_per_original=1,
+    write_face_shards(tmp_path, parts=(0,), per_split={"train": 3}, fakes_per_original=1,
                       formats=("parquet",))
     shard = output_tree.shard_path(str(tmp_path), "parquet", 0, "train", 0, 1)
     pq.write_table(pq.read_table(shard), shard, row_group_size=7)  # 30 rows -> 5 row groups

@@ -1,54 +1,32 @@
-"""A face-shard tree in the layout of DESIGN.md, made from real face photographs.
+"""Synthetic face shards: a committed face-shard tree made straight from photographs.
 
-``make_face_dataset`` writes what the Beam pipeline writes (Parquet and TFRecord shards of
-``schemas.FACE`` records plus ``manifest.json``) without running it, so training and inference can
-be tested on their own. Crops come from the three face photos installed packages ship; each REAL
-video is one photo under its own lighting, framed a little differently in every frame. Its fakes
-are pixel-aligned with it (as in DFDC) and carry a learnable manipulation in the face region:
-the face is blurred and its colour shifted under a soft elliptical mask, the "distortions and
-colour blotches" the paper's CNN looks for.
+``write_face_shards`` writes what ``dfd preprocess`` writes (Parquet and TFRecord shards of
+``schemas.FACE`` records plus ``manifest.json``) without decoding or detecting anything, so
+training, inference and their benchmarks run on their own. Each REAL video is one packaged
+portrait (``dfd.synth.photos``) under its own lighting, framed a little differently in every
+frame. Its fakes are pixel-aligned with it (as in DFDC) and carry a learnable manipulation in the
+face region: the face is blurred and its colour shifted under a soft elliptical mask, the
+"distortions and colour blotches" the paper's CNN looks for.
 """
 from __future__ import annotations
 
 import datetime
 import functools
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import cv2
 import numpy as np
 
 import schemas
 from dfd import manifest, output_tree, shards
+from dfd.synth.photos import PORTRAITS, portrait_pixels
 from schemas.records import CROP_SIZE, LABEL_FAKE, LABEL_REAL
 
-# Face boxes (x1, y1, x2, y2) in the photos, measured by eye.
-_PHOTO_FACES = {
-    "astronaut": (170, 60, 280, 190),
-    "camera": (170, 90, 260, 210),
-    "grace_hopper": (155, 120, 375, 340),
-}
 FRAMES_IN_VIDEO = 300
 MARGIN = 0.3  # the preprocessing default: context around the box as a fraction of its side
-
-
-@functools.lru_cache(maxsize=None)
-def face_photo(name: str) -> np.ndarray:
-    """One of the installed face photographs as an RGB uint8 array."""
-    import skimage.data
-
-    if name == "astronaut":
-        return skimage.data.astronaut()
-    if name == "camera":
-        return np.repeat(skimage.data.camera()[:, :, None], 3, axis=2)
-    if name == "grace_hopper":
-        from matplotlib import cbook
-
-        with cbook.get_sample_data("grace_hopper.jpg") as f:
-            bgr = cv2.imdecode(np.frombuffer(f.read(), np.uint8), cv2.IMREAD_COLOR)
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    raise KeyError(name)
+SOURCE_SCHEME = "synthetic://faces"  # the manifest's source of each part
 
 
 def video_name(*keys: object) -> str:
@@ -90,23 +68,24 @@ def _encode(rgb: np.ndarray, image_format: str) -> bytes:
     ext, params = ((".jpg", [cv2.IMWRITE_JPEG_QUALITY, 95]) if image_format == "jpeg"
                    else (".png", []))
     ok, buf = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
-    assert ok
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a crop as {image_format}")
     return buf.tobytes()
 
 
 def _video_frames(rng: np.random.Generator, frames: int):
     """Per video: a photo, a lighting and per-frame boxes; fakes reuse all of it."""
-    photo_name = list(_PHOTO_FACES)[rng.integers(len(_PHOTO_FACES))]
-    photo = face_photo(photo_name).astype(np.float32)
+    portrait = PORTRAITS[sorted(PORTRAITS)[rng.integers(len(PORTRAITS))]]
+    photo = portrait_pixels(portrait.name).astype(np.float32)
     gain = rng.uniform(0.85, 1.15, size=3).astype(np.float32)  # lighting and white balance
     lit = np.clip(photo * gain + rng.uniform(-15, 15), 0, 255).astype(np.uint8)
     if rng.random() < 0.5:
         lit = lit[:, ::-1].copy()
         w = lit.shape[1]
-        x1, y1, x2, y2 = _PHOTO_FACES[photo_name]
+        x1, y1, x2, y2 = portrait.face_box
         base = (w - x2, y1, w - x1, y2)
     else:
-        base = _PHOTO_FACES[photo_name]
+        base = portrait.face_box
     indices = np.sort(rng.choice(FRAMES_IN_VIDEO, size=frames, replace=False))
     out = []
     for index in indices:
@@ -150,19 +129,21 @@ def face_records(*, part: int, split: str, originals: int, fakes_per_original: i
     return records
 
 
-def make_face_dataset(out: str | Path, *, parts: tuple[int, ...] = (0, 1),
-                      per_split: Mapping[str, int] = {"train": 4, "validation": 2},
+def write_face_shards(out: str | Path, *, parts: tuple[int, ...] = (0, 1),
+                      per_split: Mapping[str, int] | None = None,
                       fakes_per_original: int = 1, frames: int = 5,
                       shards_per_split: int = 1, image_format: str = "jpeg",
                       formats: tuple[str, ...] = ("parquet", "tfrecord"),
                       fake_strength: float = 1.0, seed: int = 0) -> dict:
     """Write a committed face-shard tree under out; return its counts.
 
-    ``per_split`` is the number of REAL videos (originals) per part and split; each has
-    ``frames`` crops and ``fakes_per_original`` fakes with the same number of crops.
+    ``per_split`` is the number of REAL videos (originals) per part and split (by default 4 in
+    train and 2 in validation); each has ``frames`` crops and ``fakes_per_original`` fakes with
+    the same number of crops.
     Returns ``{"records": {split: n}, "fake": {split: n}, "real": {split: n}}``.
     """
     out = str(out)
+    per_split = {"train": 4, "validation": 2} if per_split is None else per_split
     counts: dict = {"records": {}, "fake": {}, "real": {}}
     entries = []
     for part in parts:
@@ -187,13 +168,13 @@ def make_face_dataset(out: str | Path, *, parts: tuple[int, ...] = (0, 1),
                     write = shards.write_parquet if fmt == "parquet" else shards.write_tfrecord
                     write(shard, path)
         entries.append({
-            "part": part, "source": f"synthetic://faces/{part}", "source_size": 0,
+            "part": part, "source": f"{SOURCE_SCHEME}/{part}", "source_size": 0,
             "source_checksum": hashlib.sha256(f"{seed}/{part}".encode()).hexdigest()[:16],
-            "config_hash": "train-fixture", "code_version": "test",
+            "config_hash": "synthetic-faces", "code_version": "synthetic",
             "schema_version": schemas.FACE.version, "videos_in_metadata": videos,
             "videos_with_records": videos, "videos_rejected": 0, "fakes_left_out": 0,
             "records": part_records,
-            "committed_at": datetime.datetime.now(datetime.timezone.utc).isoformat()})
+            "committed_at": datetime.datetime.now(datetime.UTC).isoformat()})
     text = manifest.dumps(manifest.with_parts(manifest.empty(), entries))
     Path(output_tree.manifest_path(out)).write_text(text)
     return counts
