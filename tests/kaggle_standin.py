@@ -1,5 +1,18 @@
 """A local stand-in for Kaggle's API, speaking the routes the installed kaggle 2.2 client calls.
 
+It serves what the real API serves of DFDC, and nothing more:
+
+- the labelled sample (``train_sample_videos/``: mp4s and ``metadata.json``), the unlabelled
+  ``test_videos/`` and ``sample_submission.csv``, listed one file per path as Kaggle mounts
+  them in notebooks (``../input/deepfake-detection-challenge/train_sample_videos/metadata.json``)
+  or, with ``add_file("test_videos.zip", ...)``, as the zips the data page's "Files" list names
+  (``train_sample_videos.zip``, ``test_videos.zip``);
+- never the 50 training parts: the data page says the training set "is not available directly
+  on Kaggle" and links them as signed cloud-storage URLs instead (see tests/links_standin.py),
+  and asking the API for one by name answers 404 (kaggle-cli issue #413, for
+  ``dfdc_train_all.zip``). ``add_file`` refuses a part's name, and a download request for one
+  answers 404 like any file the competition does not list.
+
 The client (kagglesdk) POSTs JSON to ``/api/v1/<Service>/<Method>`` on http://localhost:7777
 when ``KAGGLE_API_ENVIRONMENT=TEST``:
 
@@ -15,7 +28,7 @@ Storage answers like GCS: Content-Length, ETag, Last-Modified, Accept-Ranges and
 in order, so a test can drop a connection midway, serve a short or corrupted object, or fail
 with a status.
 
-    python -m tests.kaggle_standin dfdc_train_part_00.zip ...   # serve files by hand
+    python -m tests.kaggle_standin sample_submission.csv ...   # serve files by hand
 """
 from __future__ import annotations
 
@@ -25,6 +38,7 @@ import email.utils
 import functools
 import hashlib
 import json
+import re
 import socket
 import sys
 import threading
@@ -78,7 +92,16 @@ class KaggleStandIn:
     # setup
 
     def add_file(self, name: str, data: bytes) -> None:
+        base = name.rsplit("/", 1)[-1]
+        if base == "dfdc_train_all.zip" or re.fullmatch(r"dfdc_train_part_\d+\.zip", base):
+            raise ValueError(f"Kaggle's API does not serve {name}: serve it as a signed link "
+                             f"(tests/links_standin.py)")
         self.files[name] = data
+
+    def add_folder(self, folder: str, files: dict[str, bytes]) -> None:
+        """A folder of the competition, one listed file per path (``folder/<name>``)."""
+        for name, data in files.items():
+            self.add_file(f"{folder}/{name}", data)
 
     def fault(self, *faults: Fault) -> None:
         with self._lock:
@@ -221,7 +244,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _redirect(self, body: dict) -> None:
         name = body.get("fileName")
-        if name not in self.standin.files:
+        if name not in self.standin.files:  # a training part included: kaggle-cli issue #413
             return self._error(404, "File not found")
         self.send_response(302)
         # A signed URL, like GCS's: the client must never print or log it.

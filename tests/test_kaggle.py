@@ -42,45 +42,43 @@ def _video(frames: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-BIG = 3  # the part that interrupted-download tests cut
+BIG = "test_videos/bigclipaaaa.mp4"  # the file that interrupted-download tests cut
+SUBMISSION = b"filename,label\naassnaulhq.mp4,0.5\nbigclipaaaa.mp4,0.5\n"
 
 
-def big_part_zip(part: int) -> bytes:
-    """A DFDC-shaped part over 2 MiB: real H.264 clips of a real face photo (one original, two
-    fakes) with metadata.json, in the folder the real zips unpack to. The kaggle downloader
-    writes in 1 MiB reads, so only a cut past the first MiB leaves bytes to resume from; at
-    DFDC's bitrate dfd.synth would need about a minute to render that much, so these clips
-    keep sensor-like noise at high quality instead."""
+def big_video() -> bytes:
+    """A real H.264 clip of a real face photo over 2 MiB. The kaggle downloader writes in
+    1 MiB reads, so only a cut past the first MiB leaves bytes to resume from; at DFDC's
+    bitrate dfd.synth would need about a minute to render that much, so this clip keeps
+    sensor-like noise at high quality instead."""
     from skimage import data
 
     face = data.astronaut()[::2, ::2].astype(np.float32)  # 256x256
-    rng = np.random.default_rng(part)
-    names = ["aaqaifqrwn.mp4", "bbcsfqyfkx.mp4", "cczdvavlsh.mp4"]
-    meta = {names[0]: {"label": "REAL", "split": "train", "original": None}}
-    meta.update({n: {"label": "FAKE", "split": "train", "original": names[0]} for n in names[1:]})
-    buf = io.BytesIO()
-    folder = dfdc.part_folder_name(part)
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
-        zf.writestr(f"{folder}/{dfdc.METADATA}", json.dumps(meta))
-        for i, name in enumerate(names):
-            shade = face if i == 0 else face[:, ::-1]
-            frames = np.clip(shade + rng.normal(0, 28, (16, *face.shape)), 0, 255)
-            zf.writestr(f"{folder}/{name}", _video(frames.astype(np.uint8)))
-    return buf.getvalue()
+    rng = np.random.default_rng(3)
+    frames = np.clip(face + rng.normal(0, 28, (40, *face.shape)), 0, 255)
+    return _video(frames.astype(np.uint8))
 
 
 @pytest.fixture(scope="module")
-def parts(tmp_path_factory) -> dict[int, bytes]:
-    """Parts 0-2 from dfd.synth (real synthetic DFDC parts), part 3 the big one."""
+def api_files(tmp_path_factory) -> dict[str, bytes]:
+    """What Kaggle's API serves of DFDC, one file per path: a labelled sample (the members of a
+    real synthetic part: metadata.json and its clips), unlabelled test videos, the template."""
     from dfd import config, synth
 
-    cfg = config.override(config.preset("synth", "smoke"), parts=3, originals=1,
+    cfg = config.override(config.preset("synth", "smoke"), parts=1, originals=1,
                           fakes_per_original=1, width=256, height=144, frames=12, workers=1)
-    made = {dfdc.parse_part_name(p.name): p.read_bytes()
-            for p in synth.generate(tmp_path_factory.mktemp("synth"), cfg)}
-    made[BIG] = big_part_zip(BIG)
-    assert sorted(made) == [0, 1, 2, BIG] and len(made[BIG]) > 2 * 2**20
-    return made
+    [made] = synth.generate(tmp_path_factory.mktemp("synth"), cfg)
+    files = {}
+    with zipfile.ZipFile(made) as zf:
+        for member in zf.namelist():
+            if not member.endswith("/"):
+                files["train_sample_videos/" + member.rsplit("/", 1)[-1]] = zf.read(member)
+    clips = [v for k, v in files.items() if k.endswith(".mp4")]
+    files["test_videos/aassnaulhq.mp4"] = clips[0]
+    files[BIG] = big_video()
+    files["sample_submission.csv"] = SUBMISSION
+    assert len(files[BIG]) > 2 * 2**20
+    return files
 
 
 @pytest.fixture(scope="module")
@@ -90,12 +88,11 @@ def server():
 
 
 @pytest.fixture
-def kaggle(server, parts):
-    """The stand-in serving parts 0-3 and a non-part file, with a clean log and no faults."""
+def kaggle(server, api_files):
+    """The stand-in serving DFDC's API files, with a clean log and no faults."""
     server.reset()
-    for p, data in parts.items():
-        server.add_file(dfdc.part_zip_name(p), data)
-    server.add_file("sample_submission.csv", b"filename,label\n")
+    for name, data in api_files.items():
+        server.add_file(name, data)
     return server
 
 
@@ -137,49 +134,97 @@ def assert_nothing_leaked(tmp_path: Path, *runs, secrets=(KEY, BASIC)):
             assert not any(s.encode() in blob for s in secrets), path
 
 
-def test_download_fetches_the_selected_parts_then_skips_them(tmp_path, kaggle, parts):
+def test_kaggle_files_fetches_the_sample_the_test_videos_and_the_template_then_skips_them(
+        tmp_path, kaggle, api_files):
     out = tmp_path / "raw"
     # VERBOSE=1 turns on the stock kaggle client's request dump, Authorization header included.
-    first = dfd(tmp_path, "-v", "download", "--parts", "0-1", "--out", str(out), "--progress",
-                VERBOSE="1")
+    first = dfd(tmp_path, "-v", "download", "--kaggle-files", "--out", str(out), "--progress",
+                "--jobs", "2", VERBOSE="1")
     assert first.returncode == 0, first.stderr
-    for p in (0, 1):
-        zip_path = out / dfdc.part_zip_name(p)
-        assert zip_path.read_bytes() == parts[p]
-        with zipfile.ZipFile(zip_path) as zf:
-            assert f"{dfdc.part_folder_name(p)}/{dfdc.METADATA}" in zf.namelist()
-        receipt = json.loads((out / "_verified" / f"{dfdc.part_zip_name(p)}.json").read_text())
-        assert receipt["size"] == len(parts[p]) and "md5" in receipt["checked"]
-        assert f"part {p:02d}: fetched" in first.stdout
-    assert not (out / dfdc.part_zip_name(2)).exists()
-    assert "overall (2/2 files)" in first.stderr and dfdc.part_zip_name(1) in first.stderr
+    for name, data in api_files.items():
+        assert (out / name).read_bytes() == data, name
+        receipt = json.loads((out / "_verified" / f"{name}.json").read_text())
+        assert receipt["size"] == len(data) and "md5" in receipt["checked"]
+    assert f"{len(api_files)} fetched, 0 already present, 0 failed" in first.stdout
+    assert f"overall ({len(api_files)}/{len(api_files)} files)" in first.stderr
+    # The sample reads as a labelled part: its metadata.json labels every clip in the folder.
+    meta = json.loads((out / "train_sample_videos" / dfdc.METADATA).read_text())
+    assert sorted(meta) == sorted(p.name for p in (out / "train_sample_videos").glob("*.mp4"))
     listings = [s for s in kaggle.log if s.path.endswith("/ListDataFiles")]
-    assert len(listings) == 3 and all(s.authorized for s in kaggle.log)  # 5 files, 2 a page
+    assert len(listings) == 4 and all(s.authorized for s in kaggle.log)  # 7 files, 2 a page
 
     kaggle.log.clear()
-    again = dfd(tmp_path, "download", "--parts", "0-1", "--out", str(out))
+    again = dfd(tmp_path, "download", "--kaggle-files", "test_videos,sample_submission.csv",
+                "--out", str(out))
     assert again.returncode == 0, again.stderr
-    assert again.stdout.count("already present and verified") == 2
+    assert "0 fetched, 3 already present, 0 failed" in again.stdout
     assert kaggle.storage_gets() == []
 
     listing = dfd(tmp_path, "download", "--list", "--out", str(out))
     assert listing.returncode == 0, listing.stderr
     lines = listing.stdout.splitlines()
-    assert [ln.split()[0] for ln in lines[:4]] == [dfdc.part_zip_name(p) for p in range(4)]
-    assert [ln.split()[-1] for ln in lines[:4]] == ["present", "present", "missing", "missing"]
-    assert f"{len(parts[2]):,d}" in lines[2] and lines[4].startswith("4 parts")
+    assert [ln.split()[0] for ln in lines[:len(api_files)]] == sorted(api_files)
+    assert all(ln.split()[-1] == "present" for ln in lines[:len(api_files)])
+    assert lines[len(api_files)].startswith(f"{len(api_files)} files")
+    assert lines[-1] == ("the training parts are not among them: they come as links from the "
+                         "data page (dfd download --links FILE)")
     assert_nothing_leaked(tmp_path, first, again, listing)
 
 
-def test_a_dropped_connection_resumes_with_a_range_request(tmp_path, kaggle, parts):
-    size = len(parts[BIG])
+def test_a_folder_the_api_lists_as_one_zip_is_fetched_and_unpacked(tmp_path, kaggle, api_files):
+    kaggle.reset()
+    tests = {k: v for k, v in api_files.items() if k.startswith("test_videos/")}
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in tests.items():
+            zf.writestr(name, data)
+    kaggle.add_file("test_videos.zip", buf.getvalue())
+    out = tmp_path / "raw"
+    run = dfd(tmp_path, "download", "--kaggle-files", "test_videos", "--out", str(out))
+    assert run.returncode == 0, run.stderr
+    assert "test_videos.zip: fetched" in run.stdout
+    for name, data in tests.items():
+        assert (out / name).read_bytes() == data
+    assert not list(out.glob(".unpack-*"))
+
+
+def test_parts_asked_of_the_api_get_one_line_that_names_links(tmp_path, kaggle, kaggle_env):
+    out = tmp_path / "raw"
+    runs = [dfd(tmp_path, "download", "--parts", "0-4", "--out", str(out)),
+            dfd(tmp_path, "download", "--kaggle-files", "--parts", "0", "--out", str(out))]
+    for run in runs:
+        assert run.returncode == 1 and run.stdout == ""
+        [line] = run.stderr.splitlines()
+        assert line.startswith("dfd download: error: Kaggle's API does not serve the DFDC "
+                               "training parts")
+        assert "use --links FILE" in line and "/competitions/deepfake-detection-challenge/rules"\
+            in line
+    assert kaggle.storage_gets() == [] and not out.exists()
+
+    # The stand-in refuses to serve a part, and a request for one by name answers 404, as the
+    # real API does (kaggle-cli issue #413): the error says where parts come from instead.
+    with pytest.raises(ValueError):
+        kaggle.add_file(dfdc.part_zip_name(0), b"PK")
+    from dfd.errors import DfdError
+    from dfd.kaggle import Competition, CompetitionFile
+
+    with pytest.raises(DfdError, match="use --links FILE"):
+        Competition(COMPETITION).fetch(CompetitionFile("dfdc_train_all.zip", 10), str(out))
+    assert [s.status for s in kaggle.log if "DownloadDataFile" in s.path] == [404]
+
+
+def test_a_dropped_connection_resumes_with_a_range_request(tmp_path, kaggle, api_files):
+    size = len(api_files[BIG])
+    kaggle.reset()
+    kaggle.add_file(BIG, api_files[BIG])
     kaggle.fault(Fault(drop_after=size * 3 // 4))
     out = tmp_path / "raw"
-    run = dfd(tmp_path, "download", "--parts", str(BIG), "--out", str(out), "--backoff", "0.01")
+    run = dfd(tmp_path, "download", "--kaggle-files", "test_videos", "--out", str(out),
+              "--backoff", "0.01", "--jobs", "1")
     assert run.returncode == 0, run.stderr
     assert "connection dropped mid-transfer; retrying" in run.stderr
-    assert (out / dfdc.part_zip_name(BIG)).read_bytes() == parts[BIG]
-    cut, *rest = kaggle.storage_gets()
+    assert (out / BIG).read_bytes() == api_files[BIG]
+    cut, *rest = [s for s in kaggle.storage_gets() if s.path.split("?")[0].endswith(BIG)]
     assert cut.status == 200 and cut.body_bytes == size * 3 // 4
     [resumed] = [s for s in rest if s.status == 206]
     start = int(resumed.range.removeprefix("bytes=").rstrip("-"))
@@ -188,68 +233,75 @@ def test_a_dropped_connection_resumes_with_a_range_request(tmp_path, kaggle, par
 
 
 def test_an_interrupted_run_leaves_only_a_partial_that_the_next_run_resumes(tmp_path, kaggle,
-                                                                              parts):
-    size = len(parts[BIG])
+                                                                              api_files):
+    size = len(api_files[BIG])
+    kaggle.reset()
+    kaggle.add_file(BIG, api_files[BIG])
     kaggle.fault(Fault(drop_after=size // 2))
     out = tmp_path / "raw"
-    failed = dfd(tmp_path, "download", "--parts", str(BIG), "--out", str(out), "--retries", "0")
+    failed = dfd(tmp_path, "download", "--kaggle-files", "test_videos", "--out", str(out),
+                 "--retries", "0")
     assert failed.returncode == 1
     assert failed.stderr.strip().splitlines()[-1] == \
-        f"dfd download: error: 1 of 1 part(s) failed: {BIG:02d}"
+        f"dfd download: error: 1 of 1 file(s) failed: {BIG}"
     assert "Traceback" not in failed.stderr
-    partial = out / "_incoming" / dfdc.part_zip_name(BIG)
+    partial = out / "_incoming" / BIG
     kept = partial.stat().st_size
     assert 0 < kept < size
-    assert not (out / dfdc.part_zip_name(BIG)).exists()  # nothing under the final name
+    assert not (out / BIG).exists()  # nothing under the final name
 
     kaggle.log.clear()
-    resumed = dfd(tmp_path, "download", "--parts", str(BIG), "--out", str(out))
+    resumed = dfd(tmp_path, "download", "--kaggle-files", "test_videos", "--out", str(out))
     assert resumed.returncode == 0, resumed.stderr
-    assert (out / dfdc.part_zip_name(BIG)).read_bytes() == parts[BIG]
+    assert (out / BIG).read_bytes() == api_files[BIG]
     ranges = [s.range for s in kaggle.storage_gets() if s.status == 206]
     assert ranges == [f"bytes={kept}-"]
-    assert list((out / "_incoming").iterdir()) == []
+    assert list((out / "_incoming" / "test_videos").iterdir()) == []
     assert_nothing_leaked(tmp_path, failed, resumed)
 
 
-def test_size_and_checksum_mismatches_are_detected_and_retried(tmp_path, kaggle, parts):
-    size = len(parts[2])
-    kaggle.fault(Fault(truncate_to=size - 1000), Fault(corrupt=True))
+def test_size_and_checksum_mismatches_are_detected_and_retried(tmp_path, kaggle, api_files):
+    name = "sample_submission.csv"
+    size = len(api_files[name])
+    kaggle.fault(Fault(truncate_to=size - 10), Fault(corrupt=True))
     out = tmp_path / "raw"
-    run = dfd(tmp_path, "download", "--parts", "2", "--out", str(out), "--backoff", "0.01")
+    run = dfd(tmp_path, "download", "--kaggle-files", name, "--out", str(out), "--backoff",
+              "0.01")
     assert run.returncode == 0, run.stderr
-    assert f"size mismatch: {size - 1000} bytes downloaded, Kaggle lists {size}" in run.stderr
+    assert f"size mismatch: {size - 10} bytes downloaded, Kaggle lists {size}" in run.stderr
     assert "md5 mismatch" in run.stderr or "crc32c mismatch" in run.stderr
     assert [s.status for s in kaggle.storage_gets()] == [200, 200, 200]  # each from scratch
-    assert (out / dfdc.part_zip_name(2)).read_bytes() == parts[2]
+    assert (out / name).read_bytes() == api_files[name]
 
     # Out of retries: the wrong bytes never land under the final name, and no receipt.
     kaggle.log.clear()
-    (out / dfdc.part_zip_name(2)).unlink()
+    (out / name).unlink()
     kaggle.fault(Fault(truncate_to=size // 3), Fault(truncate_to=size // 3))
-    spent = dfd(tmp_path, "download", "--parts", "2", "--out", str(out), "--retries", "1",
-                "--backoff", "0")
+    spent = dfd(tmp_path, "download", "--kaggle-files", name, "--out", str(out), "--retries",
+                "1", "--backoff", "0")
     assert spent.returncode == 1
     assert "gave up after 2 attempt(s): size mismatch" in spent.stdout
-    assert not (out / dfdc.part_zip_name(2)).exists()
+    assert not (out / name).exists()
     assert_nothing_leaked(tmp_path, run, spent)
 
 
-def test_a_copy_already_there_is_verified_by_checksum_not_downloaded(tmp_path, kaggle, parts,
-                                                                     kaggle_env, caplog):
-    from dfd.kaggle import download_parts
+def test_a_copy_already_there_is_verified_by_checksum_not_downloaded(tmp_path, kaggle,
+                                                                     api_files, kaggle_env,
+                                                                     caplog):
+    from dfd.kaggle import download_files
 
     out = tmp_path / "raw"
-    out.mkdir()
-    (out / dfdc.part_zip_name(0)).write_bytes(parts[0])  # fetched earlier with the kaggle CLI
-    bad = bytearray(parts[1])
-    bad[len(bad) // 2] ^= 0xFF
-    (out / dfdc.part_zip_name(1)).write_bytes(bytes(bad))
-    results = download_parts({0, 1}, str(out))
+    good, bad = "test_videos/aassnaulhq.mp4", "sample_submission.csv"
+    (out / "test_videos").mkdir(parents=True)
+    (out / good).write_bytes(api_files[good])  # fetched earlier with the kaggle CLI
+    corrupt = bytearray(api_files[bad])
+    corrupt[len(corrupt) // 2] ^= 0xFF
+    (out / bad).write_bytes(bytes(corrupt))
+    results = download_files([good, bad], str(out), jobs=1)
     assert [r.status for r in results] == ["present", "fetched"]
     assert "does not match Kaggle's checksum" in caplog.text
-    assert (out / dfdc.part_zip_name(1)).read_bytes() == parts[1]
-    assert (out / "_verified" / f"{dfdc.part_zip_name(0)}.json").exists()
+    assert (out / bad).read_bytes() == api_files[bad]
+    assert (out / "_verified" / f"{good}.json").exists()
     assert [s.status for s in kaggle.storage_gets()].count(200) == 3  # 2 checks, 1 download
 
 
@@ -257,16 +309,16 @@ def test_missing_credentials_give_one_line_and_leak_nothing(tmp_path, kaggle):
     out = tmp_path / "raw"
     runs = []
     # Nothing anywhere.
-    runs.append(dfd(tmp_path, "download", "--parts", "0", "--out", str(out), creds=False))
+    runs.append(dfd(tmp_path, "download", "--kaggle-files", "--out", str(out), creds=False))
     # Half a credential: a key in the environment, no username.
-    runs.append(dfd(tmp_path, "download", "--parts", "0", "--out", str(out), creds=False,
+    runs.append(dfd(tmp_path, "download", "--kaggle-files", "--out", str(out), creds=False,
                     KAGGLE_KEY=KEY))
     # A kaggle.json holding only a key.
     config = tmp_path / "kaggle-config"
     config.mkdir()
     (config / "kaggle.json").write_text(json.dumps({"key": KEY}))
     (config / "kaggle.json").chmod(0o600)
-    runs.append(dfd(tmp_path, "download", "--parts", "0", "--out", str(out), creds=False,
+    runs.append(dfd(tmp_path, "download", "--kaggle-files", "--out", str(out), creds=False,
                     KAGGLE_CONFIG_DIR=str(config)))
     (config / "kaggle.json").unlink()  # the planted file itself is not output
     for run in runs:
@@ -282,14 +334,14 @@ def test_missing_credentials_give_one_line_and_leak_nothing(tmp_path, kaggle):
 
 def test_refusals_stop_with_a_line_that_says_what_to_do(tmp_path, kaggle):
     out = str(tmp_path / "raw")
-    wrong_key = dfd(tmp_path, "download", "--parts", "0", "--out", out,
+    wrong_key = dfd(tmp_path, "download", "--kaggle-files", "--out", out,
                     KAGGLE_KEY="not-the-key")
     assert wrong_key.returncode == 1
     assert wrong_key.stderr.splitlines() == [
         "dfd download: error: Kaggle rejected the credentials from the KAGGLE_USERNAME and "
         "KAGGLE_KEY environment variables (HTTP 401)"]
     kaggle.rules_accepted = False
-    rules = dfd(tmp_path, "download", "--parts", "0", "--out", out)
+    rules = dfd(tmp_path, "download", "--kaggle-files", "--out", out)
     assert rules.returncode == 1 and len(rules.stderr.splitlines()) == 1
     assert "accept the competition's rules at https://www.kaggle.com/competitions/" \
            "deepfake-detection-challenge/rules" in rules.stderr
@@ -297,32 +349,32 @@ def test_refusals_stop_with_a_line_that_says_what_to_do(tmp_path, kaggle):
     assert_nothing_leaked(tmp_path, wrong_key, rules)
 
 
-def test_parts_the_competition_does_not_list_are_refused_before_any_download(tmp_path, kaggle,
-                                                                             kaggle_env):
+def test_what_the_competition_does_not_list_is_refused_before_any_download(tmp_path, kaggle,
+                                                                           kaggle_env):
     from dfd.errors import DfdError
-    from dfd.kaggle import download_parts
+    from dfd.kaggle import download_files
 
     with pytest.raises(DfdError) as refused:
-        download_parts({2, 3, 4, 5, 6}, str(tmp_path / "raw"))
-    assert str(refused.value) == \
-        "deepfake-detection-challenge has no part(s) 4-6; it lists parts 0-3"
+        download_files(["test_videos", "train_videos"], str(tmp_path / "raw"))
+    assert str(refused.value) == ("the competition lists no 'train_videos'; it serves "
+                                  "sample_submission.csv, test_videos, train_sample_videos")
     assert kaggle.storage_gets() == [] and not (tmp_path / "raw").exists()
 
 
-def test_fetch_part_for_a_beam_stage_retries_a_throttled_request(tmp_path, kaggle, parts,
-                                                                  kaggle_env):
+def test_a_throttled_request_is_retried_after_the_time_the_server_asks(tmp_path, kaggle,
+                                                                         api_files, kaggle_env):
     from dfd import kaggle as kaggle_mod
 
     kaggle.fault(Fault(status=503, retry_after=0))
     retry = kaggle_mod.RetryPolicy(attempts=3, backoff_s=0.01)
     staging = str(tmp_path / "staging")
-    uri = kaggle_mod.fetch_part(COMPETITION, 1, staging, retry=retry)
-    assert uri == f"{staging}/{dfdc.part_zip_name(1)}"
-    assert Path(uri).read_bytes() == parts[1]
+    [result] = kaggle_mod.download_files(["sample_submission.csv"], staging, retry=retry)
+    assert result.status == "fetched"
+    assert Path(result.uri).read_bytes() == api_files["sample_submission.csv"]
     assert [s.status for s in kaggle.storage_gets()] == [503, 200]
     kaggle.log.clear()
-    assert kaggle_mod.fetch_part(COMPETITION, 1, staging, retry=retry) == uri
-    assert kaggle.storage_gets() == []
+    [again] = kaggle_mod.download_files(["sample_submission.csv"], staging, retry=retry)
+    assert again.status == "present" and kaggle.storage_gets() == []
 
 
 def test_backoff_doubles_is_capped_and_honours_retry_after():

@@ -261,7 +261,8 @@ class Competition:
                 f"rules at https://www.kaggle.com/competitions/{self.name}/rules with the "
                 f"account whose credentials are used ({self.credentials})") from None
         if status == 404:
-            if file is not None and file.part is not None:
+            if file is not None and (file.part is not None
+                                     or file.basename == "dfdc_train_all.zip"):
                 raise DfdError(parts_not_served(self.name)) from None
             raise DfdError(f"{self.name}: {what} not found on Kaggle (HTTP 404)") from None
         if not is_transient(exc):
@@ -415,6 +416,13 @@ def download_files(wanted: list[str], dest_uri: str, *, competition: str = COMPE
     return results
 
 
+def open_seekable(uri: str):
+    """A seekable binary file over uri (local, gs://, s3://): zipfile reads the central
+    directory at the end, then each member by ranged reads, never the whole archive."""
+    fs, path = storage.resolve(uri)
+    return fs.open_input_file(path)
+
+
 def unpack_zip(zip_uri: str, dest_uri: str) -> int:
     """Unpack a zip's safe members (no absolute paths, no '..') into dest_uri, streaming each
     one (never whole in memory); members already there with their size are kept. Returns the
@@ -428,7 +436,7 @@ def unpack_zip(zip_uri: str, dest_uri: str) -> int:
     if storage.is_local(dest_uri):  # beside the files, so that the commit is a rename
         scratch = storage.local_path(dest_uri)
         scratch.mkdir(parents=True, exist_ok=True)
-    with storage.open_read(zip_uri) as f, zipfile.ZipFile(f) as zf:
+    with open_seekable(zip_uri) as f, zipfile.ZipFile(f) as zf:
         for info in zf.infolist():
             if info.is_dir() or dfdc.unsafe_member_reason(info.filename):
                 continue

@@ -44,6 +44,7 @@ from dfd.kaggle.competition import (
     FetchResult,
     _default_scratch,
     _ranges,
+    open_seekable,
 )
 from dfd.kaggle.errors import FetchFailed, Mismatch
 from dfd.kaggle.progress import Progress
@@ -373,7 +374,7 @@ def unpack_nested_parts(all_zip_uri: str, dest_uri: str, *, parts: set[int] | No
     streamed out (1 MiB at a time, never whole in memory), its CRC-32 checked by zipfile,
     committed atomically with a receipt. Parts already staged from this archive are skipped."""
     results = []
-    with storage.open_read(all_zip_uri) as f, zipfile.ZipFile(f) as zf:
+    with open_seekable(all_zip_uri) as f, zipfile.ZipFile(f) as zf:
         nested = nested_parts(zf)
         wanted = sorted(nested) if parts is None else sorted(p for p in parts if p in nested)
         for part in wanted:
