@@ -114,7 +114,7 @@ def test_every_clip_decodes_as_asked_with_pyav_and_opencv(tmp_path, parts):
 def test_fakes_are_encoded_like_their_original_and_differ_only_in_the_face(parts):
     files = parts[0]
     truth = json.loads(files[TRUTH_FILE])
-    checked = 0
+    checked, outside_means, inside_means = 0, [], []
     for name, t in truth.items():
         if t["label"] != "FAKE":
             continue
@@ -136,10 +136,17 @@ def test_fakes_are_encoded_like_their_original_and_differ_only_in_the_face(parts
             # too). Bit-exact sameness before encoding is tested below.
             guard = np.zeros(diff.shape, bool)
             guard[max(0, int(y1) - 32):int(y2) + 32, max(0, int(x1) - 32):int(x2) + 32] = True
-            assert diff[~guard].mean() < 4
-            assert diff[inside].mean() > 5 * max(diff[~guard].mean(), 1)
+            outside_means.append(diff[~guard].mean())
+            inside_means.append(diff[inside].mean())
+            assert inside_means[-1] > outside_means[-1]
         checked += 1
     assert checked == CFG.originals * CFG.fakes_per_original
+    # Pooled over the part's fakes: on synthesis seeds 0-7 (2-core AMD EPYC with AVX-512, x264
+    # kept to AVX2 as everywhere) the mean difference outside the face was 1.5-2.4 grey levels
+    # and inside it 12-23x that. Single frames reached 7.6 outside where the rate control
+    # starved the background, so no single frame is held to the pooled bound.
+    assert np.mean(outside_means) < 3.5
+    assert np.mean(inside_means) > 8 * np.mean(outside_means)
 
 
 def test_swap_changes_no_pixel_outside_the_true_face_box():
