@@ -51,6 +51,7 @@ class Fault:
     """What the next object GET does instead of serving faithfully."""
     drop_after: int | None = None  # send this many body bytes, then cut the connection
     status: int | None = None  # answer with this status (empty body)
+    corrupt: bool = False  # flip bytes in the middle, same length and headers (bit rot)
     name: str | None = None  # only a GET of this object (default: the next GET of any)
 
 
@@ -242,6 +243,10 @@ class _Handler(BaseHTTPRequestHandler):
         if fault.status:
             return self._answer(fault.status, b"", "text/plain")
         data = obj.data
+        if fault.corrupt:
+            middle = len(data) // 2
+            data = data[:middle] + bytes(b ^ 0xFF for b in data[middle:middle + 64]) \
+                + data[middle + 64:]
         start, status = 0, 200
         wanted, if_range = self.headers.get("Range"), self.headers.get("If-Range")
         if wanted and wanted.startswith("bytes=") and if_range in (None, obj.etag,

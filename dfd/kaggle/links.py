@@ -58,7 +58,8 @@ ALL_PARTS_ZIP = "dfdc_train_all.zip"  # the 50 part zips, nested in one
 RULES_URL = f"https://www.kaggle.com/competitions/{COMPETITION}/rules"
 FRESH_LINKS = (f"accept the rules at {RULES_URL} and copy fresh links from the competition's "
                f"data page")
-_CHUNK = 2**20
+# What a cut connection can lose of the chunk in flight: small against a 10 GB part.
+_CHUNK = 256 * 2**10
 _STATE = ".link.json"  # beside a partial download: the validator and size it resumes against
 _ERROR_CODE_RE = re.compile(r"<Code>\s*([A-Za-z]{1,64})\s*</Code>")
 
