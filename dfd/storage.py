@@ -7,9 +7,17 @@ objects, so what this module writes the Beam pipeline reads.
 Commits are atomic in the way each store allows: a local file is written under a temporary
 name and renamed; an object in GCS or S3 becomes visible only when its upload completes, so it
 is written under its final name (a rename there is a full server-side copy).
+
+Endpoints and credentials come only from the standard variables: ``AWS_ENDPOINT_URL``,
+``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION`` for S3 (boto3,
+pyarrow and so Beam and Ray all read them) and ``STORAGE_EMULATOR_HOST`` plus the usual Google
+credentials for GCS. pyarrow's GCS filesystem ignores ``STORAGE_EMULATOR_HOST`` (it would go to
+the real service), so ``filesystem`` bridges it here, the one place: every dfd reader and
+writer, Ray Data and Ray Train get their filesystem from it.
 """
 from __future__ import annotations
 
+import datetime as dt
 import errno
 import os
 import uuid
@@ -17,6 +25,8 @@ from pathlib import Path
 from typing import Callable
 
 import pyarrow.fs as pafs
+
+from dfd.errors import DfdError
 
 _CHUNK = 8 * 2**20
 
@@ -37,10 +47,59 @@ def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
     """The pyarrow filesystem holding uri, and the path inside it."""
     if is_local(uri):
         return pafs.LocalFileSystem(), str(local_path(uri).absolute())
+    if str(uri).startswith("gs://") and os.environ.get(GCS_EMULATOR):
+        return _gcs_emulator(os.environ[GCS_EMULATOR]), str(uri)[len("gs://"):]
     try:
         return pafs.FileSystem.from_uri(uri)
     except (OSError, ValueError) as exc:  # pyarrow raises ArrowInvalid (a ValueError) and OSError
-        raise ValueError(f"cannot open {uri}: {exc}") from None
+        raise ValueError(f"cannot open {uri}: {_cause(exc)}") from None
+
+
+def filesystem(uri: str) -> pafs.FileSystem:
+    """The pyarrow filesystem holding uri, for Ray Data's ``filesystem=`` and Ray Train's
+    ``storage_filesystem=`` (paths passed with it are ``resolve(uri)[1]``, without scheme)."""
+    return resolve(uri)[0]
+
+
+GCS_EMULATOR = "STORAGE_EMULATOR_HOST"
+
+
+def _gcs_emulator(host: str) -> pafs.GcsFileSystem:
+    """google-cloud-storage sends every request to STORAGE_EMULATOR_HOST, unauthenticated;
+    pyarrow is told the same. A dead emulator fails in seconds, not after GCS's 15 minutes."""
+    scheme, _, address = host.rpartition("://")
+    return pafs.GcsFileSystem(anonymous=True, endpoint_override=address.rstrip("/"),
+                              scheme=scheme or "http",
+                              retry_time_limit=dt.timedelta(seconds=15))
+
+
+def _cause(exc: BaseException) -> str:
+    """The last line of a store's error, which names the cause (pyarrow puts it last)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return (lines[-1] if lines else type(exc).__name__)[:300]
+
+
+def check_access(uri: str) -> None:
+    """Fail with one line naming uri and the cause when its bucket cannot be reached: no such
+    bucket, refused credentials, no permission, an endpoint that does not answer.
+
+    For local paths and for the folder itself (which may not exist yet) it checks nothing; a
+    command calls it on each URI it will touch before any work starts."""
+    if is_local(uri):
+        return
+    scheme, _, rest = str(uri).partition("://")
+    bucket = rest.split("/", 1)[0]
+    if not bucket:
+        raise DfdError(f"{uri}: no bucket named")
+    try:
+        fs, _ = resolve(uri)
+        info = fs.get_file_info(bucket)
+    except (OSError, ValueError) as exc:
+        raise DfdError(f"cannot reach {scheme}://{bucket} for {uri}: "
+                       f"{_cause(exc).removeprefix(f'cannot open {uri}: ')}") from None
+    if info.type == pafs.FileType.NotFound:
+        raise DfdError(f"{uri}: bucket {scheme}://{bucket} does not exist (or these credentials "
+                       f"cannot see it)")
 
 
 def file_size(uri: str) -> int | None:

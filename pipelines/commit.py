@@ -49,7 +49,9 @@ def _is_local(uri: str) -> bool:
 
 
 def _files_under(directory: str) -> list[str]:
-    if not _exists(directory):
+    # An object store has no folders: a "folder" exists only as its objects' common prefix, so
+    # listing it is the only way to see what it holds (exists() on it is always False).
+    if _is_local(directory) and not _exists(directory):
         return []
     [result] = FileSystems.match([ot.join(directory, "*")])
     return sorted(m.path for m in result.metadata_list)

@@ -8,8 +8,9 @@ Spark) runs the same code. Parts already committed from the same source and conf
 A run first rolls back any commit a killed run left unfinished (``pipelines.commit.recover``)
 and clears what it staged, so a killed run is simply run again; if a worker dies the run fails
 with one line naming the parts it left uncommitted.
-``--input kaggle://deepfake-detection-challenge --staging URI`` first fetches the parts that
-need it from Kaggle into staging (``pipelines.fetch``), then processes them from there.
+``--links FILE --staging URI`` (the signed part links of the competition's data page) first
+fetches the parts that need it into staging (``pipelines.fetch``), then processes them from
+there.
 """
 from __future__ import annotations
 
@@ -93,16 +94,20 @@ def run_with(args, beam_args: list[str], *, before_processing=None) -> dict:
     any fetch stage, just before the processing pipeline starts (a sync checks its lease)."""
     cfg = config_from_args(args)
     selection = dfdc.parse_part_selection(args.parts)
+    options = pipeline_options(beam_args, direct_running_mode="multi_processing")
+    # Beam's s3:// and gs:// filesystems need the run's options already here, before the
+    # pipeline: recovery, the manifest and part discovery go through them.
+    FileSystems.set_options(options)
     recovered = commit.recover(args.output)  # before reading what is committed
     if recovered:
         log.warning("rolled back the unfinished commit of part(s) %s left by a killed run",
                     recovered)
     current = commit.read_manifest(args.output)
     source, staged = args.input, None
-    competition = fetch.competition_of(args.input)
-    if competition:
+    fetched_from = fetch.source_of(args)  # --links FILE, or a kaggle:// input
+    if fetched_from:
         check_staging(args)
-        staged = fetch.stage_parts(competition, staging=args.staging, selection=selection,
+        staged = fetch.stage_parts(fetched_from, staging=args.staging, selection=selection,
                                    manifest=current, force=args.force, beam_args=beam_args,
                                    config_hash_of=lambda part: part_config_hash(cfg, part))
         source, selection = args.staging, set(staged["to_process"])
@@ -128,7 +133,6 @@ def run_with(args, beam_args: list[str], *, before_processing=None) -> dict:
         before_processing()
     for spec in todo:  # leftovers of a killed run are never mistaken for this run's output
         commit.clear_staging(args.output, spec.part)
-    options = pipeline_options(beam_args, direct_running_mode="multi_processing")
     started = time.perf_counter()
     try:
         with beam.Pipeline(options=options) as p:
