@@ -35,10 +35,10 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from dfd import dfdc
 from dfd import manifest as mf
 from dfd.errors import DfdError
-from dfd.kaggle import AccessDenied, Competition, CompetitionFile, RetryPolicy
+from dfd.kaggle import AccessDenied, Competition, RetryPolicy
+from dfd.kaggle import links as part_links
 from dfd.kaggle.checks import read_receipt
 from dfd.kaggle.redact import redact
 from dfd.output_tree import join
@@ -50,6 +50,41 @@ KAGGLE_SCHEME = "kaggle://"
 FAILED = "failed"
 FETCH_RUNS = "_fetch_runs"  # under the staging folder: each fetch pipeline's results
 NAMESPACE = "dfd"
+
+
+@dataclasses.dataclass(frozen=True)
+class KaggleSource:
+    """Parts listed by a Kaggle competition's API (the real DFDC competition lists none)."""
+    competition: str
+
+    def __str__(self) -> str:
+        return KAGGLE_SCHEME + self.competition
+
+    def open(self, retry: RetryPolicy, scratch_dir: str | None = None) -> Competition:
+        return Competition(self.competition, retry=retry, scratch_dir=scratch_dir)
+
+
+@dataclasses.dataclass(frozen=True)
+class LinksSource:
+    """Parts at the signed links of a links file. The links themselves travel to the workers
+    (inside the DoFn), so a worker needs no access to the file; they are shown nowhere."""
+    uri: str  # the links file
+    links: tuple = dataclasses.field(repr=False)
+
+    def __str__(self) -> str:
+        return f"the links in {self.uri}"
+
+    def open(self, retry: RetryPolicy, scratch_dir: str | None = None):
+        return part_links.PartLinks(list(self.links), retry=retry, scratch_dir=scratch_dir)
+
+
+def source_of(args) -> KaggleSource | LinksSource | None:
+    """What the fetch stage fetches from: --links FILE, a kaggle:// --input, or None (the
+    input is a folder of parts already)."""
+    if getattr(args, "links", None):
+        return LinksSource(args.links, tuple(part_links.read_links(args.links)))
+    competition = competition_of(args.input)
+    return KaggleSource(competition) if competition else None
 
 
 def competition_of(uri: str) -> str | None:
@@ -64,17 +99,22 @@ def competition_of(uri: str) -> str | None:
 
 # ---- which parts to fetch ---------------------------------------------------------------------
 
-def needs_fetch(file: CompetitionFile, entry: dict | None, *, config_hash: str,
+def needs_fetch(file, entry: dict | None, *, config_hash: str,
                 receipt: dict | None) -> bool:
-    """Whether a listed part must be fetched (and then processed).
+    """Whether a listed part (a CompetitionFile, or a PartLink) must be fetched and processed.
 
     The manifest names the part's source by its zip's central directory, which cannot be
     known before the zip is here; a committed part is taken to come from the Kaggle file
     when the sizes agree and the staged copy's receipt (if the staging still has one) is of
-    the file Kaggle lists now (same creation time)."""
+    the file Kaggle lists now (same creation time). A link says nothing of its file until it
+    is fetched: its part is current when committed under this config and the staged copy (if
+    any) is the one that was processed."""
     if entry is None or entry["config_hash"] != config_hash:
         return True
-    if entry["source_size"] != file.size:
+    size = getattr(file, "size", None)
+    if size is None:  # a link
+        return receipt is not None and receipt.get("size") != entry["source_size"]
+    if entry["source_size"] != size:
         return True
     if receipt is not None and file.created and receipt.get("created") != file.created:
         return True  # Kaggle replaced the file since it was processed
@@ -83,29 +123,33 @@ def needs_fetch(file: CompetitionFile, entry: dict | None, *, config_hash: str,
 
 @dataclasses.dataclass(frozen=True)
 class FetchPlan:
-    listed: dict[int, CompetitionFile]  # every DFDC part the competition lists
+    listed: dict  # every DFDC part the source lists: CompetitionFile or PartLink
     to_fetch: list[int]
     up_to_date: list[int]  # committed from the same file under the same config
 
 
-def plan_fetch(listed: dict[int, CompetitionFile], selection: set[int] | None,
+def plan_fetch(listed: dict, selection: set[int] | None,
                manifest: dict, *, config_hash_of, staging: str,
-               force: bool = False) -> FetchPlan:
+               force: bool = False, what: str = "the competition") -> FetchPlan:
     wanted = sorted(listed) if selection is None else sorted(selection)
     missing = [p for p in wanted if p not in listed]
     if missing:
-        raise DfdError(f"the competition has no part(s) {', '.join(f'{p:02d}' for p in missing)}"
+        raise DfdError(f"{what} has no part(s) {', '.join(f'{p:02d}' for p in missing)}"
                        f"; it lists {len(listed)} part(s)")
     to_fetch, current = [], []
     for part in wanted:
         file = listed[part]
         entry = manifest["parts"].get(mf.part_key(part))
         if force or needs_fetch(file, entry, config_hash=config_hash_of(part),
-                                receipt=read_receipt(staging, file.basename)):
+                                receipt=read_receipt(staging, _name(file))):
             to_fetch.append(part)
         else:
             current.append(part)
     return FetchPlan(listed, to_fetch, current)
+
+
+def _name(file) -> str:
+    return getattr(file, "basename", None) or file.name
 
 
 # ---- the stage --------------------------------------------------------------------------------
@@ -113,9 +157,9 @@ def plan_fetch(listed: dict[int, CompetitionFile], selection: set[int] | None,
 class _FetchPartFn(beam.DoFn):
     """A part number -> where it is staged; failures tagged with their reason."""
 
-    def __init__(self, competition: str, staging: str, retry: RetryPolicy,
+    def __init__(self, source: KaggleSource | LinksSource, staging: str, retry: RetryPolicy,
                  scratch_dir: str | None):
-        self.competition_name = competition
+        self.source = source
         self.staging = staging
         self.retry = retry
         self.scratch_dir = scratch_dir
@@ -125,11 +169,11 @@ class _FetchPartFn(beam.DoFn):
         self.bytes = Metrics.counter(NAMESPACE, "bytes_fetched")
 
     def setup(self):
-        # Authenticates once per worker; the listing is made once and reused for every part.
-        self._competition, self._unusable = None, None
+        # Authenticates once per worker (Kaggle); the listing is made once and reused for
+        # every part.
+        self._fetcher, self._unusable = None, None
         try:
-            self._competition = Competition(self.competition_name, retry=self.retry,
-                                            scratch_dir=self.scratch_dir)
+            self._fetcher = self.source.open(self.retry, self.scratch_dir)
         except DfdError as exc:  # e.g. no credentials on this worker: each part says so
             self._unusable = str(exc)
 
@@ -138,10 +182,15 @@ class _FetchPartFn(beam.DoFn):
             yield self._failure(part, "no_access", self._unusable)
             return
         try:
-            comp = self._competition
-            result = comp.fetch(comp.part_file(part), self.staging)
-        except DfdError as exc:  # FetchFailed, AccessDenied, a part Kaggle no longer lists
-            reason = "access_denied" if isinstance(exc, AccessDenied) else "fetch_failed"
+            fetcher = self._fetcher
+            listed = fetcher.parts()
+            if part not in listed:
+                raise DfdError(f"{self.source} no longer list(s) part {part:02d}")
+            result = fetcher.fetch(listed[part], self.staging)
+        except DfdError as exc:  # FetchFailed, AccessDenied, LinkRefused, a part not listed
+            reason = ("access_denied" if isinstance(exc, AccessDenied) else
+                      "link_refused" if isinstance(exc, part_links.LinkRefused) else
+                      "fetch_failed")
             yield self._failure(part, reason, str(exc))
             return
         except Exception as exc:  # one part's surprise must not stop the other parts
@@ -168,10 +217,11 @@ class FetchParts(beam.PTransform):
     """Part numbers -> staged parts ({part, status, uri, size, md5, seconds}); parts that could
     not be fetched under the FAILED tag ({part, reason, detail})."""
 
-    def __init__(self, competition: str, staging: str, *, retry: RetryPolicy = RetryPolicy(),
-                 scratch_dir: str | None = None):
+    def __init__(self, source: KaggleSource | LinksSource | str, staging: str, *,
+                 retry: RetryPolicy = RetryPolicy(), scratch_dir: str | None = None):
         super().__init__()
-        self.competition = competition
+        # A bare name is a Kaggle competition.
+        self.source = KaggleSource(source) if isinstance(source, str) else source
         self.staging = staging
         self.retry = retry
         self.scratch_dir = scratch_dir
@@ -180,7 +230,7 @@ class FetchParts(beam.PTransform):
         return (parts
                 # Create hands every part to one bundle; spread them over the workers.
                 | "Spread" >> beam.Reshuffle()
-                | "Fetch" >> beam.ParDo(_FetchPartFn(self.competition, self.staging,
+                | "Fetch" >> beam.ParDo(_FetchPartFn(self.source, self.staging,
                                                      self.retry, self.scratch_dir))
                 .with_outputs(FAILED, main="staged"))
 
@@ -190,7 +240,7 @@ def _write_results(results: list, *, uri: str) -> None:
         f.write(json.dumps(results, sort_keys=True).encode())
 
 
-def run_fetch(parts: list[int], *, competition: str, staging: str, beam_args: list[str],
+def run_fetch(parts: list[int], *, competition, staging: str, beam_args: list[str],
               retry: RetryPolicy = RetryPolicy(), scratch_dir: str | None = None) -> dict:
     """Fetch the parts into staging with one Beam pipeline; returns {"staged": [...],
     "failed": [...]} (see FetchParts)."""
@@ -217,23 +267,78 @@ def run_fetch(parts: list[int], *, competition: str, staging: str, beam_args: li
     return summary
 
 
-def stage_parts(competition: str, *, staging: str, selection: set[int] | None, manifest: dict,
-                config_hash_of, beam_args: list[str], force: bool = False,
+def stage_parts(source: KaggleSource | LinksSource | str, *, staging: str,
+                selection: set[int] | None, manifest: dict, config_hash_of,
+                beam_args: list[str], force: bool = False,
                 retry: RetryPolicy = RetryPolicy()) -> dict:
-    """List the competition, fetch the selected parts that need it into staging.
+    """List the source, fetch the selected parts that need it into staging.
 
     Returns {"to_process": [parts staged for processing], "up_to_date": [...],
     "staged": [...], "failed": [...]}; no pipeline runs when nothing needs fetching."""
-    listed = Competition(competition, retry=retry).parts()
-    if not listed:
-        raise DfdError(f"{competition} lists no DFDC parts ({dfdc.part_zip_name(0)} ...)")
+    if isinstance(source, str):  # a bare name is a Kaggle competition
+        source = KaggleSource(source)
+    fetcher = source.open(retry)
+    listed = fetcher.parts()
+    nested = _nested_parts_to_stage(source, listed, selection, manifest,
+                                    config_hash_of=config_hash_of, staging=staging,
+                                    force=force, retry=retry)
+    if isinstance(source, KaggleSource) and not listed:
+        raise DfdError(part_links_error(source.competition))
+    if selection is not None and nested is not None:
+        selection = selection & set(listed)  # the rest come from dfdc_train_all.zip
     plan = plan_fetch(listed, selection, manifest, config_hash_of=config_hash_of,
-                      staging=staging, force=force)
-    log.info("%s lists %d part(s); to fetch %s; up to date %s", competition, len(listed),
+                      staging=staging, force=force, what=str(source))
+    log.info("%s: %d part(s); to fetch %s; up to date %s", source, len(listed),
              plan.to_fetch, plan.up_to_date)
-    if not plan.to_fetch:
-        return {"to_process": [], "up_to_date": plan.up_to_date, "staged": [], "failed": []}
-    fetched = run_fetch(plan.to_fetch, competition=competition, staging=staging,
-                        beam_args=beam_args, retry=retry)
+    fetched = {"staged": [], "failed": []}
+    if plan.to_fetch:
+        fetched = run_fetch(plan.to_fetch, competition=source, staging=staging,
+                            beam_args=beam_args, retry=retry)
+    if nested:
+        fetched = {key: sorted(fetched[key] + nested[key], key=lambda r: r["part"])
+                   for key in ("staged", "failed")}
+    up_to_date = sorted(set(plan.up_to_date) | set(nested["up_to_date"] if nested else ()))
     return {"to_process": [r["part"] for r in fetched["staged"]],
-            "up_to_date": plan.up_to_date, **fetched}
+            "up_to_date": up_to_date, **fetched}
+
+
+def part_links_error(competition: str) -> str:
+    from dfd.kaggle import parts_not_served
+
+    return parts_not_served(competition)
+
+
+def _nested_parts_to_stage(source, listed: dict, selection: set[int] | None, manifest: dict, *,
+                           config_hash_of, staging: str, force: bool,
+                           retry: RetryPolicy) -> dict | None:
+    """Parts selected without a link of their own, staged from a linked dfdc_train_all.zip
+    (fetched once, verified, its nested part zips streamed out): on the driver, since it is
+    one file. None when the links hold no dfdc_train_all.zip."""
+    if not isinstance(source, LinksSource):
+        return None
+    [all_zip] = [link for link in source.links if link.name == part_links.ALL_PARTS_ZIP] or \
+        [None]
+    if all_zip is None:
+        return None
+    if selection is None:  # every part the archive holds
+        wanted = set(range(50)) - set(listed)
+    else:
+        wanted = set(selection) - set(listed)
+    needed = sorted(p for p in wanted if force or mf.part_key(p) not in manifest["parts"]
+                    or manifest["parts"][mf.part_key(p)]["config_hash"] != config_hash_of(p))
+    current = sorted(wanted - set(needed))
+    if not needed:
+        return {"staged": [], "failed": [], "up_to_date": current}
+    results = part_links.download_links([all_zip], staging, parts=set(needed), jobs=1,
+                                        retry=retry)
+    staged, failed = [], []
+    for r in results:
+        if r.file.part is None and r.status != "failed":
+            continue  # the archive itself
+        if r.status == "failed":
+            for part in needed if r.file.part is None else [r.file.part]:
+                failed.append({"part": part, "reason": "fetch_failed", "detail": r.detail})
+        else:
+            staged.append({"part": r.file.part, "status": r.status, "uri": r.uri,
+                           "size": r.file.size, "md5": r.md5, "seconds": round(r.seconds, 2)})
+    return {"staged": staged, "failed": failed, "up_to_date": current}

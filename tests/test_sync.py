@@ -1,4 +1,4 @@
-"""`dfd sync` end to end (real kaggle client against the local stand-in, real Beam, real
+"""`dfd sync` end to end (signed part links against the local links stand-in, real Beam, real
 synthetic DFDC parts), the fetch stage's choice of parts, and the output lease."""
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from dfd.kaggle import CompetitionFile
 from dfd.lease import LEASE, Lease, LeaseHeld, LeaseLost, LeaseRecord, read_lease
 from tests.infer_fixtures import make_run_dir
 from tests.kaggle_standin import KaggleStandIn
+from tests.links_standin import LinksStandIn
 
 COMPETITION = "deepfake-detection-challenge"
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,6 +49,13 @@ def kaggle():
         yield standin
 
 
+@pytest.fixture(scope="module")
+def storage():
+    """The signed links of the data page (tests/links_standin.py)."""
+    with LinksStandIn() as standin:
+        yield standin
+
+
 def _env(home: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAGGLE_", "XDG_"))}
     env.update(HOME=str(home), KAGGLE_API_ENVIRONMENT="TEST", PYTHONPATH=str(ROOT),
@@ -56,7 +64,7 @@ def _env(home: Path) -> dict:
 
 
 def sync_argv(root: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "dfd.cli", "sync", "--source", f"kaggle://{COMPETITION}",
+    return [sys.executable, "-m", "dfd.cli", "sync", "--links", str(root / "links.txt"),
             "--staging", str(root / "staging"), "--output", str(root / "out"),
             *PROCESS_FLAGS, *extra]
 
@@ -75,12 +83,18 @@ def mtimes(folder: Path) -> dict:
     return {p: p.stat().st_mtime_ns for p in folder.rglob("*")}
 
 
-def downloads(kaggle: KaggleStandIn) -> list[str]:
-    return [s.path.split("?")[0].rsplit("/", 1)[-1] for s in kaggle.storage_gets()]
+def downloads(storage: LinksStandIn) -> list[str]:
+    return [s.path.rsplit("/", 1)[-1] for s in storage.object_gets()]
+
+
+def add_link(root: Path, url: str) -> None:
+    """A new line in the links file, as a user pastes a newly published part's link."""
+    with open(root / "links.txt", "a") as f:
+        f.write(url + "\n")
 
 
 def stale_record(**changes) -> bytes:
-    past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
     record = LeaseRecord(holder="0" * 32, host="crashed-node", pid=4242, purpose="sync",
                          acquired=past.isoformat(timespec="seconds"),
                          expires=(past + dt.timedelta(minutes=10)).isoformat(timespec="seconds"))
@@ -89,24 +103,29 @@ def stale_record(**changes) -> bytes:
 
 # ---- end to end ---------------------------------------------------------------------------------
 
-def test_sync_twice_processes_the_new_part_once_and_nothing_else(tmp_path, kaggle, parts):
-    kaggle.reset()
-    kaggle.add_file(dfdc.part_zip_name(0), parts[0])
-    kaggle.add_file("sample_submission.csv", b"filename,label\n")
+def test_sync_twice_processes_the_new_part_once_and_nothing_else(tmp_path, storage, parts):
+    storage.reset()
+    for p in (0, 1):
+        storage.add(dfdc.part_zip_name(p), parts[p])
+    (tmp_path / "links.txt").write_text("# DFDC part links from the data page\n")
+    add_link(tmp_path, storage.link(dfdc.part_zip_name(0)))
 
     first = dfd_sync(tmp_path)
     assert first.returncode == 0, first.stderr
     assert "part  0: fetched" in first.stdout and "part  0: 4 videos" in first.stdout
     assert sorted(committed(tmp_path)) == ["00"]
-    assert downloads(kaggle) == [dfdc.part_zip_name(0)]
+    assert downloads(storage) == [dfdc.part_zip_name(0)]
     assert not (tmp_path / "out" / LEASE).exists()  # released
     part0 = mtimes(tmp_path / "out" / "parquet" / "part-00")
     entry0 = committed(tmp_path)["00"]
 
-    # Part 1 arrives. A second sync started while this one runs finds the lease and stops.
-    # Part 1 is scored with a trained model as it arrives (the run dir of `dfd train`).
-    kaggle.log.clear()
-    kaggle.add_file(dfdc.part_zip_name(1), parts[1])
+    # Part 1 arrives: a new line in the links file; part 0's link has expired meanwhile. A
+    # second sync started while this one runs finds the lease and stops. Part 1 is scored
+    # with a trained model as it arrives (the run dir of `dfd train`).
+    storage.log.clear()
+    (tmp_path / "links.txt").write_text(storage.link(dfdc.part_zip_name(0), expires_in=-60)
+                                        + "\n")
+    add_link(tmp_path, storage.link(dfdc.part_zip_name(1)))
     run = make_run_dir(tmp_path / "run")
     second = subprocess.Popen(sync_argv(tmp_path, "--score-with", str(run), "--actors", "1"),
                               stdout=subprocess.PIPE,
@@ -133,7 +152,7 @@ def test_sync_twice_processes_the_new_part_once_and_nothing_else(tmp_path, kaggl
     assert sorted(committed(tmp_path)) == ["00", "01"]
     assert committed(tmp_path)["00"] == entry0
     assert mtimes(tmp_path / "out" / "parquet" / "part-00") == part0
-    assert downloads(kaggle) == [dfdc.part_zip_name(1)]  # part 0 is never fetched again
+    assert downloads(storage) == [dfdc.part_zip_name(1)]  # part 0 is never fetched again
     rows = pq.read_table(tmp_path / "out" / "parquet", columns=["part", "video"]).to_pylist()
     assert {r["part"] for r in rows} == {0, 1}
 
@@ -151,14 +170,14 @@ def test_sync_twice_processes_the_new_part_once_and_nothing_else(tmp_path, kaggl
     scores_before = mtimes(report_dir)
 
     # Up to date; the lease a crashed run left behind is taken over.
-    kaggle.log.clear()
+    storage.log.clear()
     before = mtimes(tmp_path / "out")
     (tmp_path / "out" / LEASE).write_bytes(stale_record())
     third = dfd_sync(tmp_path, "--score-with", str(run))
     assert third.returncode == 0, third.stderr
     assert third.stdout.splitlines() == ["nothing new: 2 part(s) up to date (00-01)"]
     assert "taking over the stale lease" in third.stderr
-    assert kaggle.storage_gets() == []
+    assert storage.log == []
     assert mtimes(tmp_path / "out") == {p: t for p, t in before.items() if p.name != LEASE}
     assert mtimes(report_dir) == scores_before
 
@@ -187,6 +206,17 @@ def test_a_part_is_fetched_unless_committed_from_the_same_file_and_config(tmp_pa
     # Kaggle replaced the file with one of the same size since it was staged
     assert needs_fetch(file, same, config_hash="h1", receipt={"created": "2020-01-01"})
 
+    # A link says nothing of its file before it is fetched: committed under this config is
+    # current, unless the staged copy is not the one that was processed.
+    from dfd.kaggle.links import parse_links
+
+    [link] = parse_links("https://storage.example/b/dfdc_train_part_03.zip?Signature=abcdefgh")
+    assert needs_fetch(link, None, config_hash="h1", receipt=None)
+    assert not needs_fetch(link, same, config_hash="h1", receipt=None)
+    assert not needs_fetch(link, same, config_hash="h1", receipt={"size": 1000})
+    assert needs_fetch(link, same, config_hash="h1", receipt={"size": 1200})
+    assert needs_fetch(link, same, config_hash="h2", receipt={"size": 1000})
+
     listed = {p: CompetitionFile(dfdc.part_zip_name(p), 1000, created) for p in range(4)}
     manifest = {"parts": {"00": _entry(0, size=1000), "02": _entry(2, size=1000)}}
     plan = plan_fetch(listed, None, manifest, config_hash_of=lambda p: "h1",
@@ -200,53 +230,74 @@ def test_a_part_is_fetched_unless_committed_from_the_same_file_and_config(tmp_pa
                    staging=str(tmp_path))
 
 
-def test_fetch_stage_stages_parts_and_tags_those_it_cannot_fetch(tmp_path, kaggle, parts,
-                                                                  monkeypatch):
-    from pipelines.fetch import run_fetch
+def test_fetch_stage_stages_parts_and_tags_those_it_cannot_fetch(tmp_path, storage, kaggle,
+                                                                  parts, monkeypatch):
+    from dfd.kaggle import links
+    from pipelines.fetch import KaggleSource, LinksSource, run_fetch
 
-    kaggle.reset()
+    storage.reset()
     for p in (0, 1):
-        kaggle.add_file(dfdc.part_zip_name(p), parts[p])
+        storage.add(dfdc.part_zip_name(p), parts[p])
+    text = "\n".join([storage.link(dfdc.part_zip_name(0)), storage.link(dfdc.part_zip_name(1)),
+                      storage.link(dfdc.part_zip_name(2), expires_in=-60)])
+    source = LinksSource("links.txt", tuple(links.parse_links(text)))
+    staging = tmp_path / "staging"
+    beam_args = ["--direct_num_workers", "2"]
+
+    # Part 2's link has expired: it alone fails, with the line that says what to do.
+    fetched = run_fetch([0, 1, 2, 5], competition=source, staging=str(staging),
+                        beam_args=beam_args)
+    assert [(r["part"], r["status"]) for r in fetched["staged"]] == [(0, "fetched"),
+                                                                      (1, "fetched")]
+    assert [(f["part"], f["reason"]) for f in fetched["failed"]] == [(2, "link_refused"),
+                                                                      (5, "fetch_failed")]
+    assert "the link has expired (HTTP 400 ExpiredToken)" in fetched["failed"][0]["detail"]
+    assert "no longer list(s) part 05" in fetched["failed"][1]["detail"]
+    for p in (0, 1):
+        assert (staging / dfdc.part_zip_name(p)).read_bytes() == parts[p]
+    assert not (staging / "_fetch_runs").exists() or not list((staging / "_fetch_runs")
+                                                                .iterdir())
+    assert "Signature" not in json.dumps(fetched)
+
+    # Workers without Kaggle credentials: every part says why, the pipeline still completes.
     for name in [k for k in os.environ if k.startswith("KAGGLE_")]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("KAGGLE_API_ENVIRONMENT", "TEST")
     monkeypatch.setenv("KAGGLE_USERNAME", USERNAME)
-    monkeypatch.setenv("KAGGLE_KEY", KEY)
-    staging = tmp_path / "staging"
-    beam_args = ["--direct_num_workers", "2"]
-
-    # The driver listed parts 0-2; part 2 is gone from Kaggle by the time a worker asks.
-    fetched = run_fetch([0, 1, 2], competition=COMPETITION, staging=str(staging),
-                        beam_args=beam_args)
-    assert [(r["part"], r["status"]) for r in fetched["staged"]] == [(0, "fetched"),
-                                                                      (1, "fetched")]
-    [failed] = fetched["failed"]
-    assert (failed["part"], failed["reason"]) == (2, "fetch_failed")
-    assert "has no part 2" in failed["detail"]
-    for p in (0, 1):
-        assert (staging / dfdc.part_zip_name(p)).read_bytes() == parts[p]
-    assert not (staging / "_fetch_runs").exists() or not list((staging / "_fetch_runs")
-                                                                .iterdir())
-
-    # Workers without credentials: every part says why, the pipeline still completes.
-    monkeypatch.delenv("KAGGLE_KEY")
-    denied = run_fetch([0, 1], competition=COMPETITION, staging=str(tmp_path / "other"),
-                       beam_args=beam_args)
+    denied = run_fetch([0, 1], competition=KaggleSource(COMPETITION),
+                       staging=str(tmp_path / "other"), beam_args=beam_args)
     assert denied["staged"] == [] and [f["reason"] for f in denied["failed"]] == ["no_access"] * 2
     assert "incomplete Kaggle credentials: KAGGLE_KEY is not set" in denied["failed"][0]["detail"]
     assert KEY not in json.dumps(denied)
 
 
-def test_kaggle_input_without_staging_is_refused_in_one_line(tmp_path):
-    run = subprocess.run([sys.executable, "-m", "dfd.cli", "preprocess", "--input",
-                          f"kaggle://{COMPETITION}", "--output", str(tmp_path / "out")],
-                         capture_output=True, text=True, timeout=60, cwd=ROOT,
-                         env=_env(tmp_path))
-    assert run.returncode == 1
-    assert run.stderr.splitlines() == [
-        f"dfd preprocess: error: kaggle://{COMPETITION} needs --staging: a folder or gs:// / "
-        f"s3:// URI where the fetched parts are kept"]
+def test_fetched_sources_are_refused_in_one_line_when_they_cannot_work(tmp_path, kaggle):
+    def dfd(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "dfd.cli", *args], capture_output=True,
+                              text=True, timeout=60, cwd=ROOT, env=_env(tmp_path))
+
+    (tmp_path / "links.txt").write_text("https://storage.example/b/dfdc_train_part_00.zip\n")
+    out = str(tmp_path / "out")
+    no_staging = dfd("preprocess", "--links", str(tmp_path / "links.txt"), "--output", out)
+    assert no_staging.returncode == 1
+    assert no_staging.stderr.splitlines() == [
+        "dfd preprocess: error: --links needs --staging: a folder or gs:// / s3:// URI where "
+        "the fetched parts are kept"]
+    nothing = dfd("sync", "--output", out)
+    assert nothing.stderr.splitlines() == [
+        "dfd sync: error: nothing to sync from: give --source (a watched folder of parts) or "
+        "--links FILE (the data page's part links)"]
+    # Kaggle's API lists no training part (as the real one does): the line says to use links.
+    kaggle.reset()
+    kaggle.add_file("sample_submission.csv", b"filename,label\n")
+    api = dfd("sync", "--source", f"kaggle://{COMPETITION}", "--staging",
+              str(tmp_path / "staging"), "--output", out)
+    assert api.returncode == 1
+    line = api.stderr.splitlines()[-1]
+    assert line.startswith("dfd sync: error: Kaggle's API does not serve the DFDC training "
+                           "parts") and "use --links FILE" in line
+    assert kaggle.storage_gets() == [] and not (tmp_path / "out" / "manifest.json").exists()
 
 
 # ---- the lease ----------------------------------------------------------------------------------
@@ -317,7 +368,7 @@ def test_stale_leases_are_taken_over_by_exactly_one_run(tmp_path):
     # not expired, but its holder process on this host is gone
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)
-    future = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)
+    future = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
     (out / LEASE).write_bytes(stale_record(host=socket.gethostname(),
                                            pid=int(dead.stdout), expires=future.isoformat()))
     taker = Lease(str(out), ttl_s=60)
@@ -342,7 +393,7 @@ def test_renewal_extends_the_lease_and_notices_a_takeover(tmp_path):
         lease.check()
         # someone else took it (e.g. this process stalled past the TTL)
         (tmp_path / "out" / LEASE).write_bytes(stale_record(expires=(
-            dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)).isoformat()))
+            dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat()))
         deadline = time.monotonic() + 5
         while lease.lost is None and time.monotonic() < deadline:
             time.sleep(0.02)

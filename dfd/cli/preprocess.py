@@ -18,18 +18,20 @@ from dfd.errors import DfdError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--input", required=True,
-                   help="folder URI holding DFDC parts (zip or folder), or "
-                        "kaggle://<competition> to fetch them (needs --staging)")
+    p.add_argument("--input",
+                   help="folder URI holding DFDC parts (zip or folder); or give --links")
     p.add_argument("--output", required=True, help="output URI for shards and manifest")
     add_processing_arguments(p)
 
 
 def add_processing_arguments(p: argparse.ArgumentParser) -> None:
     """Everything but --input and --output (shared with `dfd sync`)."""
+    p.add_argument("--links", metavar="FILE",
+                   help="fetch the parts from these signed links (copied from the "
+                        "competition's data page, one per line) into --staging first")
     p.add_argument("--staging",
-                   help="where parts fetched from a kaggle:// input are kept (folder, gs:// "
-                        "or s3://); fetched parts stay there, verified, for later runs")
+                   help="where parts fetched from --links are kept (folder, gs:// or s3://); "
+                        "fetched parts stay there, verified, for later runs")
     p.add_argument("--preset", default="paper", choices=sorted(PRESETS))
     p.add_argument("--parts", help="parts to process, e.g. 0-9,12 (default: all found)")
     p.add_argument("--test-parts", help="parts held out whole as the test split, e.g. 45-49")
@@ -160,10 +162,17 @@ def print_summary(summary: dict) -> None:
 
 
 def check_staging(args) -> None:
-    """A kaggle:// input needs somewhere to put the parts (checked before Beam loads)."""
-    if args.input.startswith("kaggle://") and not args.staging:
-        raise DfdError(f"{args.input} needs --staging: a folder or gs:// / s3:// URI where "
-                       f"the fetched parts are kept")
+    """One source: a folder of parts, or parts to fetch (--links, kaggle://) that need
+    somewhere to be kept (checked before Beam loads)."""
+    links = getattr(args, "links", None)
+    if links and args.input:
+        raise DfdError("--links and --input are two sources of parts: give one")
+    if not links and not args.input:
+        raise DfdError("no parts to process: give --input (a folder of parts) or --links FILE")
+    fetched = links or args.input.startswith("kaggle://")
+    if fetched and not args.staging:
+        raise DfdError(f"{'--links' if links else args.input} needs --staging: a folder or "
+                       f"gs:// / s3:// URI where the fetched parts are kept")
 
 
 def run(args) -> int:

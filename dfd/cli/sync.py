@@ -1,10 +1,12 @@
 """`dfd sync`: process the DFDC parts that arrived since the last run, one run at a time.
 
-    dfd sync --source kaggle://deepfake-detection-challenge --staging gs://b/dfdc-raw \\
+    dfd sync --links dfdc-links.txt --staging gs://b/dfdc-raw \\
         --output gs://b/faces [--score-with runs/r1] [--parts 0-49] [preprocess options]
+    dfd sync --source gs://b/dfdc-mirror --output gs://b/faces     # a watched bucket folder
 
-Lists the source, fetches the parts the output's manifest does not hold (from the same file,
-under the same config) into --staging, processes only those, and with --score-with scores
+New parts are new lines in the links file, or new part objects under the watched folder.
+Fetches the parts the output's manifest does not hold (under the same config) into
+--staging, processes only those, and with --score-with scores
 them with the trained model and appends them to its generalization report (``dfd.sync``).
 A lease in the output (``dfd.lease``) keeps two runs from processing the same parts.
 
@@ -27,8 +29,9 @@ def register(sub) -> None:
                     "score them and append them to the generalization report. Unknown "
                     "flags go to Beam untouched.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--source", required=True,
-                   help="kaggle://<competition> (needs --staging), or a folder URI of parts")
+    p.add_argument("--source",
+                   help="a watched folder (local, gs://, s3://) of parts; or give --links "
+                        "FILE (needs --staging)")
     p.add_argument("--output", required=True, help="output URI for shards and manifest")
     add_processing_arguments(p)
     p.add_argument("--score-with", metavar="RUN_DIR",
@@ -51,6 +54,11 @@ def run(args) -> int:
 
     from dfd.lease import Lease, LeaseHeld
 
+    from dfd.errors import DfdError
+
+    if not args.source and not args.links:
+        raise DfdError("nothing to sync from: give --source (a watched folder of parts) or "
+                       "--links FILE (the data page's part links)")
     args.input = args.source
     check_staging(args)
     if args.report_dir and not args.score_with:
