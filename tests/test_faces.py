@@ -182,6 +182,7 @@ def test_detector_pickles_without_its_weights_and_works_after(detectors, name):
 
 # ---- synthetic DFDC videos ----------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_primary_box_matches_synth_truth_in_at_least_95_percent_of_frames(detectors, name):
     part = synth_part()

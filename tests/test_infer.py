@@ -45,6 +45,7 @@ def inferred(tree):
     return out, json.loads((out / report.METRICS).read_text()), screen.getvalue()
 
 
+@pytest.mark.slow
 def test_one_row_per_face_and_per_video_with_the_models_own_scores(tree, inferred):
     _, _, run, records = tree
     out, _, _ = inferred
@@ -73,6 +74,7 @@ def test_one_row_per_face_and_per_video_with_the_models_own_scores(tree, inferre
         assert v["p_fake"] == pytest.approx(aggregate.aggregate(mine, "median"))
 
 
+@pytest.mark.slow
 def test_an_undecodable_crop_is_recorded_and_the_rest_scored(inferred):
     out, evaluated, _ = inferred
     rejected = pq.read_table(out / "rejected_crops.parquet").to_pylist()
@@ -82,6 +84,7 @@ def test_an_undecodable_crop_is_recorded_and_the_rest_scored(inferred):
     assert evaluated["run"]["rejected_crops"] == 1
 
 
+@pytest.mark.slow
 def test_a_faceless_video_scores_one_half_and_is_counted(inferred):
     out, evaluated, _ = inferred
     videos = {v["video"]: v for v in pq.read_table(out / report.VIDEO_PREDICTIONS).to_pylist()}
@@ -91,6 +94,7 @@ def test_a_faceless_video_scores_one_half_and_is_counted(inferred):
     assert "broken.mp4" not in videos  # rejected for another reason: not a prediction
 
 
+@pytest.mark.slow
 def test_metrics_json_and_report_are_written(inferred):
     out, evaluated, _ = inferred
     on_disk = evaluated
@@ -162,6 +166,7 @@ def test_bad_selections_and_run_dirs_fail_with_one_clear_error(tree, tmp_path):
                       cfg=InferConfig(aggregation="vote"))
 
 
+@pytest.mark.slow
 def test_the_command_prints_metrics_with_the_label_balance_beside_log_loss(inferred):
     _, evaluated, screen = inferred
     lines = screen.splitlines()

@@ -9,6 +9,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # starts Ray twice
+
 REPO = Path(__file__).resolve().parents[1]
 
 # Runs in its own process, so that Ray's state here cannot leak into other tests.

@@ -168,6 +168,7 @@ def test_undecodable_crop_is_named():
 
 # ---- training state ----------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_training_state_restores_weights_and_optimizer_moments(tmp_path, crops):
     x = images.decode_crops(crops)
     y = np.array([[0.0], [1.0]], np.float32)

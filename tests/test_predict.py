@@ -65,6 +65,7 @@ def _predict(*args):
     return status, out.getvalue(), err.getvalue()
 
 
+@pytest.mark.slow
 def test_predict_scores_equal_the_pipeline_paths_and_bad_files_get_one_line(pipeline_path):
     root, part_dir, run, expected = pipeline_path
     bad = root / "bad.mp4"
@@ -92,6 +93,7 @@ def test_predict_scores_equal_the_pipeline_paths_and_bad_files_get_one_line(pipe
     assert [e["reason"] for e in report["errors"]] == ["unreadable", "not_found"]
 
 
+@pytest.mark.slow
 def test_a_fake_alone_is_cropped_with_its_originals_boxes_and_shown_in_a_table(pipeline_path):
     root, part_dir, run, expected = pipeline_path
     fake = next(n for n, v in expected.items() if v["label"] == 1)
@@ -110,6 +112,7 @@ def test_a_fake_alone_is_cropped_with_its_originals_boxes_and_shown_in_a_table(p
     assert copy.read_text().splitlines()[1].startswith(f"{fake},")
 
 
+@pytest.mark.slow
 def test_settings_come_from_the_manifest_when_it_records_them(tmp_path, pipeline_path):
     _, _, run, _ = pipeline_path
     cfg, why = predict.recorded_settings(str(run))

@@ -280,6 +280,7 @@ def augmentation(data, runs_root, local_ray, tmp_path_factory):
                       "--seeds", "1")
 
 
+@pytest.mark.slow
 def test_augmentation_study_tables_every_variant_scored_as_dfd_infer_scores(data, augmentation):
     from dfd.images import decode_crops
     from dfd.models import load_model
@@ -313,6 +314,7 @@ def test_augmentation_study_tables_every_variant_scored_as_dfd_infer_scores(data
         assert metrics["video"]["n"] == len({r["video"] for r in held_out})
 
 
+@pytest.mark.slow
 def test_a_study_run_again_reuses_its_runs_and_writes_the_same_table(data, augmentation,
                                                                      runs_root):
     out, first = augmentation
@@ -325,6 +327,7 @@ def test_a_study_run_again_reuses_its_runs_and_writes_the_same_table(data, augme
     assert again["tables"] == first["tables"]
 
 
+@pytest.mark.slow
 def test_backbone_study_reports_validation_curves_and_shares_the_baseline(
         data, augmentation, runs_root, tmp_path):
     _, aug = augmentation
@@ -350,6 +353,7 @@ def occluded(data, augmentation, runs_root, tmp_path_factory):
                       "forehead,jaw,left_half,right_half", "--patch", "128")
 
 
+@pytest.mark.slow
 def test_occlusion_study_tables_each_region_and_maps_sensitivity(data, augmentation, occluded):
     out, record = occluded
     rows = rows_of(out)
@@ -396,6 +400,7 @@ def test_occlusion_study_tables_each_region_and_maps_sensitivity(data, augmentat
     assert_png(out / "occlusion.png")
 
 
+@pytest.mark.slow
 def test_occlusion_study_without_run_dirs_scores_the_shared_baseline(data, augmentation,
                                                                       runs_root, tmp_path):
     record = study("occlusion", data, tmp_path, runs_root, "--seeds", "1", "--regions", "jaw",
@@ -408,6 +413,7 @@ def test_occlusion_study_without_run_dirs_scores_the_shared_baseline(data, augme
     assert not (tmp_path / "heatmap.png").exists() and "heatmap" not in record
 
 
+@pytest.mark.slow
 def test_split_study_shows_what_a_random_image_split_adds_to_the_score(
         data, augmentation, runs_root, tmp_path):
     record = study("split", data, tmp_path, runs_root, "--seeds", "1")

@@ -103,6 +103,7 @@ def stale_record(**changes) -> bytes:
 
 # ---- end to end ---------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_sync_twice_processes_the_new_part_once_and_nothing_else(tmp_path, storage, parts):
     storage.reset()
     for p in (0, 1):
@@ -230,6 +231,7 @@ def test_a_part_is_fetched_unless_committed_from_the_same_file_and_config(tmp_pa
                    staging=str(tmp_path))
 
 
+@pytest.mark.slow
 def test_fetch_stage_stages_parts_and_tags_those_it_cannot_fetch(tmp_path, storage, kaggle,
                                                                   parts, monkeypatch):
     from dfd.kaggle import links
