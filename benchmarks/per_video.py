@@ -105,9 +105,9 @@ class Timings:
         self.cpu: dict[tuple[str, str], list[float]] = {}
         self.wall: dict[tuple[str, str], list[float]] = {}
 
-    def time(self, path: str, clip: str, fn):
+    def time(self, path: str, clip: str, fn, *args, **kwargs):
         c0, w0 = time.process_time(), time.perf_counter()
-        result = fn()
+        result = fn(*args, **kwargs)
         self.cpu.setdefault((path, clip), []).append(time.process_time() - c0)
         self.wall.setdefault((path, clip), []).append(time.perf_counter() - w0)
         return result
@@ -189,28 +189,28 @@ def run(clips: int, repeats: int, cpu: int | None) -> dict:
             indices = sample_frame_indices(truth[name]["frames"], cfg.frames_per_video,
                                            policy=cfg.sampling, seed=cfg.seed, key=name)
             sampled[name] = indices
-            t.time("a", name, lambda: decode_floor(path, indices[-1]))
-            records, faces = t.time("b", name, lambda: ours(original))
+            t.time("a", name, decode_floor, path, indices[-1])
+            records, faces = t.time("b", name, ours, original)
             assert [r["frame_index"] for r in records] == indices
-            reused = t.time("d", name, lambda: ours(fake, reference=faces))
+            reused = t.time("d", name, ours, fake, reference=faces)
             assert reused[1].faces == faces.faces
             if round_ < 2:  # the slow one: two rounds are enough to see it is slow
-                crops = t.time("c", name, lambda: naive(path, indices, full_res, cfg))
+                crops = t.time("c", name, naive, path, indices, full_res, cfg)
                 assert len(crops) == len(records)
             boxes = truth[name]["boxes"]
             ious.setdefault(cfg.detect_max_side, {})[name] = [
                 iou(r["bbox"], boxes[r["frame_index"]]) for r in records if r["face_index"] == 0]
             for side, (c, d) in sides.items():
-                records, _ = t.time(f"b{side}", name, lambda: ours(original, c, d))
+                records, _ = t.time(f"b{side}", name, ours, original, c, d)
                 ious.setdefault(side, {})[name] = [
                     iou(r["bbox"], boxes[r["frame_index"]]) for r in records
                     if r["face_index"] == 0]
             if round_ == 0:
                 idx = sample_frame_indices(truth[name]["frames"], full_cfg.frames_per_video,
                                            policy=full_cfg.sampling)
-                t.time("a32", name, lambda: decode_floor(path, idx[-1]))
-                _, faces32 = t.time("b32", name, lambda: ours(original, full_cfg))
-                t.time("d32", name, lambda: ours(fake, full_cfg, reference=faces32))
+                t.time("a32", name, decode_floor, path, idx[-1])
+                _, faces32 = t.time("b32", name, ours, original, full_cfg)
+                t.time("d32", name, ours, fake, full_cfg, reference=faces32)
 
     # Where (b)'s time goes, from process_video's own counters (wall clock, one more run).
     breakdown = Counter()
