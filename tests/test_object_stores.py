@@ -1,0 +1,188 @@
+"""The cluster path on real storage APIs: DFDC parts in one bucket, `dfd preprocess` into another,
+crash safety on a store without rename, the sync lease, training, inference and reports in
+buckets, and bad buckets named in one line.
+
+S3 is moto in server mode and GCS is gcp-storage-emulator, both on 127.0.0.1, started here and
+stopped after (tests/object_stores.py); the CLI finds them through the standard variables only.
+The full matrix runs on S3; GCS covers what differs (its filesystems, Beam's GCS client, the
+lease's generations). gcp-storage-emulator ignores ``ifGenerationMatch``, so the GCS lease's
+race (two creators, exactly one wins) cannot be shown against it; the rest of the lease is.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pyarrow.fs as pafs
+import pytest
+
+from dfd import config, dfdc, shards, storage
+from dfd.lease import LEASE, Lease, LeaseHeld, LeaseRecord, read_lease
+from tests import object_stores
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+HOOKS = Path(__file__).resolve().parent / "fault_injection"
+# Two parts of two originals and one fake each (tests/test_faults.py's data).
+SYNTH = config.SynthConfig(parts=2, originals=2, fakes_per_original=1, width=320, height=180,
+                           frames=12, seed=5, zipped=True, portrait_fraction=0.0, workers=1)
+FLAGS = ["--preset", "smoke", "--frames-per-video", "3"]
+IN_MEMORY = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
+
+
+# ---- servers and data ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory) -> Path:
+    from dfd.synth import generate
+
+    src = tmp_path_factory.mktemp("stores-src")
+    generate(src, SYNTH)
+    return src
+
+
+@pytest.fixture(scope="module")
+def local_clean(source, tmp_path_factory) -> Path:
+    """The same parts processed onto local disk: what every bucket run must match."""
+    out = tmp_path_factory.mktemp("stores-local") / "out"
+    done = dfd("preprocess", "--input", str(source), "--output", str(out), *FLAGS, *IN_MEMORY)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    with object_stores.moto_s3(tmp_path_factory.mktemp("moto")) as server:
+        with object_stores.environ(server.env):
+            yield server
+
+
+@pytest.fixture(scope="module")
+def gcs(tmp_path_factory):
+    with object_stores.gcs_emulator(tmp_path_factory.mktemp("gcs")) as server:
+        with object_stores.environ(server.env):
+            yield server
+
+
+def upload_parts(server, source: Path, bucket: str) -> str:
+    raw = server.make_bucket(bucket)
+    for f in sorted(source.iterdir()):
+        storage.commit_file(f, f"{raw}/{f.name}")
+    return raw
+
+
+@pytest.fixture(scope="module")
+def s3_run(s3, source):
+    """Part zips in one S3 bucket, `dfd preprocess` (default multi-process runner) into another."""
+    raw = upload_parts(s3, source, "dfdc-raw")
+    out = s3.make_bucket("faces") + "/out"
+    done = dfd("preprocess", "--input", raw, "--output", out, *FLAGS, server=s3)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return raw, out, done
+
+
+@pytest.fixture(scope="module")
+def gcs_run(gcs, source):
+    raw = upload_parts(gcs, source, "dfdc-raw")
+    out = gcs.make_bucket("faces") + "/out"
+    done = dfd("preprocess", "--input", raw, "--output", out, *FLAGS, *IN_MEMORY, server=gcs)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return raw, out, done
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+
+def dfd_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "dfd.cli", *args]
+
+
+def dfd_env(server=None, **extra) -> dict:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HOOKS), str(ROOT)]), **extra)
+    if server is not None:
+        env.update(server.env)
+    return env
+
+
+def dfd(*args: str, server=None, timeout: float = 300, **extra) -> subprocess.CompletedProcess:
+    return subprocess.run(dfd_argv(*args), cwd=ROOT, env=dfd_env(server, **extra),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def tree(uri: str) -> dict[str, bytes]:
+    """Every object (or file) under uri, by path relative to it."""
+    fs, root = storage.resolve(uri)
+    root = root.rstrip("/")
+    found = {}
+    for info in fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True)):
+        if info.type == pafs.FileType.File:
+            with fs.open_input_stream(info.path) as f:
+                found[info.path[len(root) + 1:]] = f.read()
+    return found
+
+
+def shard_files(files: dict[str, bytes]) -> dict[str, bytes]:
+    return {k: v for k, v in files.items() if k.startswith(("parquet/", "tfrecord/", "errors/"))}
+
+
+def hidden(files: dict[str, bytes]) -> list[str]:
+    """Staged folders, journals, temp objects: what no finished run may leave."""
+    return sorted(k for k in files if any(p.startswith(("_", ".")) for p in k.split("/"))
+                  and k not in ("_last_run.json", "dfd-preprocess.log"))
+
+
+def manifest_parts(uri: str) -> dict:
+    text = storage.read_text(f"{uri}/manifest.json")
+    return json.loads(text)["parts"] if text else {}
+
+
+def same_entries(bucket_entries: dict, local_entries: dict) -> None:
+    varying = {"source", "committed_at"}
+    assert sorted(bucket_entries) == sorted(local_entries)
+    for key, entry in bucket_entries.items():
+        assert {k: v for k, v in entry.items() if k not in varying} == \
+            {k: v for k, v in local_entries[key].items() if k not in varying}
+        assert entry["videos_in_metadata"] == (entry["videos_with_records"]
+                                               + entry["videos_rejected"]
+                                               + entry["fakes_left_out"])
+
+
+def assert_same_as_local(out: str, local_clean: Path) -> None:
+    """Byte for byte the shards and errors files a local run commits, the same manifest, and
+    nothing hidden left behind."""
+    files = tree(out)
+    local = tree(str(local_clean))
+    assert shard_files(files) == shard_files(local)
+    same_entries(manifest_parts(out), manifest_parts(str(local_clean)))
+    assert hidden(files) == []
+
+
+# ---- S3: preprocess bucket to bucket ------------------------------------------------------------
+
+def test_s3_preprocess_meets_the_output_contract_and_a_second_run_is_a_no_op(s3, s3_run,
+                                                                              local_clean):
+    raw, out, first = s3_run
+    assert "part  0: 4 videos, 4 with faces" in first.stdout
+    assert_same_as_local(out, local_clean)
+    entries = manifest_parts(out)
+    assert [e["source"] for e in entries.values()] == [
+        f"{raw}/{dfdc.part_zip_name(p)}" for p in (0, 1)]
+    # Plain readers of the bucket see the records: pyarrow over the whole format folder.
+    table = shards.read_parquet(storage.resolve(out + "/parquet")[1],
+                                filesystem=storage.filesystem(out))
+    assert table.num_rows == sum(e["records"] for e in entries.values())
+
+    before = {k: v for k, v in tree(out).items() if k != "_last_run.json"}
+    again = dfd("preprocess", "--input", raw, "--output", out, *FLAGS, *IN_MEMORY, server=s3)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.splitlines()[:2] == ["part  0: already committed, skipped",
+                                             "part  1: already committed, skipped"]
+    assert {k: v for k, v in tree(out).items() if k != "_last_run.json"} == before
