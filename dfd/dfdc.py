@@ -1,7 +1,9 @@
 """The DFDC layout: part names and metadata.json.
 
 A source root holds parts, each a zip ``dfdc_train_part_NN.zip`` (two digits) or a folder
-``dfdc_train_part_N`` (no padding: what the real zips unpack to). Each part has
+``dfdc_train_part_N`` (no padding: what the real zips unpack to; a padded outer folder
+``dfdc_train_part_00/dfdc_train_part_0/`` is read too), and perhaps Kaggle's labelled sample
+``train_sample_videos`` (part ``SAMPLE_PART``). Each part has
 ``metadata.json``: ``{"<name>.mp4": {"label": "REAL"|"FAKE", "split": "train",
 "original": "<name>.mp4"}}``; REAL entries have no ``original`` (or null).
 """
@@ -19,6 +21,12 @@ from dfd.errors import DfdError
 METADATA = "metadata.json"
 _ZIP_RE = re.compile(r"^dfdc_train_part_(\d+)\.zip$")
 _FOLDER_RE = re.compile(r"^dfdc_train_part_(\d+)$")
+# Kaggle's API serves a labelled sample of 400 videos (77 REAL, 323 FAKE, many fakes' originals
+# outside it) as train_sample_videos/ (or .zip) with its own metadata.json. It is read as a
+# part of its own under this number, outside the real parts' 0-49: ``--parts 99`` selects it,
+# its shards are part-99, and ``--test-parts 99`` holds it out whole.
+SAMPLE_FOLDER = "train_sample_videos"
+SAMPLE_PART = 99
 
 
 def part_zip_name(part: int) -> str:
@@ -30,7 +38,10 @@ def part_folder_name(part: int) -> str:
 
 
 def parse_part_name(name: str) -> int | None:
-    """The part number of a zip or folder name, or None if it is not a DFDC part."""
+    """The part number of a zip or folder name (SAMPLE_PART for the labelled sample), or None
+    if it is not a DFDC part."""
+    if name in (SAMPLE_FOLDER, SAMPLE_FOLDER + ".zip"):
+        return SAMPLE_PART
     m = _ZIP_RE.match(name) or _FOLDER_RE.match(name)
     return int(m.group(1)) if m else None
 

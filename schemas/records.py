@@ -94,6 +94,8 @@ MANIFEST_PART = RecordSchema(
         Field("fakes_left_out", "int", "fakes dropped by balancing, never decoded"),
         Field("records", "int", "face records written"),
         Field("committed_at", "str", "UTC time of the commit, ISO 8601"),
+        Field("warnings", "str", "what the source's layout made doubtful, '; '-joined (e.g. a "
+              "zip holding another part's folder); null when nothing", nullable=True),
     ),
 )
 
