@@ -388,7 +388,7 @@ def test_backoff_doubles_is_capped_and_honours_retry_after():
     assert policy.delay(1, retry_after=3600.0) == 30.0
 
 
-def test_the_sync_cronjob_runs_daily_one_at_a_time_with_credentials_from_a_secret():
+def test_the_sync_cronjob_runs_daily_one_at_a_time_with_its_links_from_a_secret():
     text = (ROOT / "infra" / "k8s" / "dfd-sync-cronjob.yaml").read_text()
     import kubernetes_validate
 
@@ -400,15 +400,21 @@ def test_the_sync_cronjob_runs_daily_one_at_a_time_with_credentials_from_a_secre
     assert spec["concurrencyPolicy"] == "Forbid"
     minute, hour, *rest = spec["schedule"].split()
     assert rest == ["*", "*", "*"] and minute.isdigit() and hour.isdigit()
-    [container] = spec["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    pod = spec["jobTemplate"]["spec"]["template"]["spec"]
+    [container] = pod["containers"]
     argv = container.get("command", []) + container.get("args", [])
-    assert argv[:2] == ["dfd", "sync"]
-    assert argv[argv.index("--source") + 1] == f"kaggle://{COMPETITION}"
-    claim = next(v for v in spec["jobTemplate"]["spec"]["template"]["spec"]["volumes"]
-                 if v["name"] == "scratch")["persistentVolumeClaim"]["claimName"]
+    assert argv[:2] == ["dfd", "sync"] and "--source" not in argv
+    # The signed part links are credentials: a file mounted from a Secret, readable by the pod.
+    links = Path(argv[argv.index("--links") + 1])
+    [mount] = [m for m in container["volumeMounts"] if links.is_relative_to(m["mountPath"])]
+    [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert mount["readOnly"] and volume["secret"]["secretName"]
+    assert volume["secret"]["defaultMode"] & 0o077 == 0o040  # owner and fsGroup, nobody else
+    assert pod["securityContext"]["fsGroup"]
+    claim = next(v for v in pod["volumes"] if v["name"] == "scratch")[
+        "persistentVolumeClaim"]["claimName"]
     assert scratch["kind"] == "PersistentVolumeClaim" and scratch["metadata"]["name"] == claim
     env = {e["name"]: e for e in container["env"]}
-    assert {"KAGGLE_USERNAME", "KAGGLE_KEY"} <= set(env)
     for name, entry in env.items():
         if name.startswith("KAGGLE_") and name != "KAGGLE_CONFIG_DIR":
             assert "value" not in entry and entry["valueFrom"]["secretKeyRef"]["name"]
