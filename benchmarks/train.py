@@ -87,6 +87,7 @@ def ray_data_rate(data: str) -> float:
 
 def training(data: str, *, workers: int, cpus_per_worker: float, gpus_per_worker: float,
              epochs: int) -> dict:
+    from dfd import run_dir as rundir
     from dfd.config import TrainConfig
     from ray_jobs import train
 
@@ -97,7 +98,7 @@ def training(data: str, *, workers: int, cpus_per_worker: float, gpus_per_worker
         started = time.perf_counter()
         train.run(data, run_dir, cfg)
         wall = time.perf_counter() - started
-        history = json.loads((Path(run_dir) / train.HISTORY_JSON).read_text())
+        history = json.loads(Path(rundir.history_path(str(run_dir))).read_text())
     steady = history[1:] or history
     return {"images_per_s": round(statistics.median(h["images_per_s"] for h in steady), 1),
             "fit_s": round(statistics.median(h["seconds"] for h in steady), 2),

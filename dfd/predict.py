@@ -20,13 +20,13 @@ from dfd import aggregate, dfdc, storage
 from dfd import config as dfd_config
 from dfd import manifest as mf
 from dfd import output_tree as ot
+from dfd import run_dir as rundir
 from dfd.config import PreprocessConfig
 
 log = logging.getLogger(__name__)
 
 VIDEO_SUFFIX = ".mp4"
 NO_FACE_REASON = "no_face"
-RUN_CONFIG = "config.json"  # in a training run dir: {"train": ..., "data": URI, ...}
 MANIFEST_SETTINGS = "preprocess"  # manifest key holding the PreprocessConfig, when recorded
 
 
@@ -55,12 +55,12 @@ def recorded_settings(run_dir: str | None) -> tuple[PreprocessConfig | None, str
     them, and a description of where they came from (or why they could not be found)."""
     if run_dir is None:
         return None, "no run dir"
-    text = storage.read_text(ot.join(run_dir, RUN_CONFIG))
+    text = storage.read_text(rundir.config_path(run_dir))
     if not text:
-        return None, f"{run_dir} has no {RUN_CONFIG}"
+        return None, f"{run_dir} has no {rundir.CONFIG}"
     data = json.loads(text).get("data")
     if not data:
-        return None, f"{RUN_CONFIG} names no training data"
+        return None, f"{rundir.CONFIG} names no training data"
     try:
         manifest_text = storage.read_text(ot.manifest_path(data))
     except (OSError, ValueError) as exc:
@@ -78,7 +78,7 @@ def recorded_settings(run_dir: str | None) -> tuple[PreprocessConfig | None, str
 def data_config_hashes(run_dir: str | None) -> set[str]:
     """The config hashes the training data's manifest lists for its parts (empty if none)."""
     try:
-        text = storage.read_text(ot.join(run_dir, RUN_CONFIG)) if run_dir else None
+        text = storage.read_text(rundir.config_path(run_dir)) if run_dir else None
         data = json.loads(text).get("data") if text else None
         manifest_text = storage.read_text(ot.manifest_path(data)) if data else None
     except (OSError, ValueError):
@@ -143,9 +143,6 @@ def _folder_metadata(folder: Path) -> dict[str, dfdc.Entry]:
 
 # ---- the model ---------------------------------------------------------------------------------
 
-MODEL_SUBDIR = "model"  # <run>/model/ holds what dfd.models.save_model wrote
-
-
 def read_model_files(run_dir: str) -> tuple[dict[str, bytes], str]:
     """The saved model's files and its identifier (``<model name>@<run dir name>``); the run
     dir may be local, gs:// or s3://."""
@@ -154,9 +151,9 @@ def read_model_files(run_dir: str) -> tuple[dict[str, bytes], str]:
 
     files = {}
     for name in (MODEL_JSON, WEIGHTS_H5):
-        blob = _read_bytes(ot.join(run_dir, MODEL_SUBDIR, name))
+        blob = _read_bytes(rundir.model_file(run_dir, name))
         if blob is None:
-            raise DfdError(f"{run_dir} holds no trained model ({MODEL_SUBDIR}/{name} is "
+            raise DfdError(f"{run_dir} holds no trained model ({rundir.MODEL}/{name} is "
                            f"missing): is it the run dir of `dfd train`?")
         files[name] = blob
     spec = check_model_files(files, run_dir)
@@ -181,7 +178,7 @@ def check_model_files(files: dict[str, bytes], run_dir: str) -> dict:
             spec = read_model_spec(tmp)
             check_weights_file(Path(tmp, WEIGHTS_H5))
         except (ValueError, OSError) as exc:
-            raise DfdError(f"{run_dir}/{MODEL_SUBDIR}: "
+            raise DfdError(f"{run_dir}/{rundir.MODEL}: "
                            f"{str(exc).replace(tmp + '/', '').replace(tmp, '')}") from None
     return spec
 

@@ -24,6 +24,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from dfd import aggregate, metrics
+from dfd import run_dir as rundir
 from dfd.submission import write_submission
 
 FRAME_PREDICTIONS = "frame_predictions.parquet"
@@ -31,7 +32,6 @@ VIDEO_PREDICTIONS = "video_predictions.parquet"
 METRICS = "metrics.json"
 REPORT = "report.html"
 SUBMISSION = "submission.csv"
-HISTORY = "history.json"  # in a training run dir
 
 TRAINING_CURVES = ("loss", "accuracy", "auc", "precision", "recall")
 COLORS = {"REAL": "#2b7bba", "FAKE": "#d7301f"}
@@ -67,7 +67,7 @@ def read_history(run_dir: str | Path | None) -> list[dict] | None:
     """The per-epoch metrics of a training run, or None when the run dir has none."""
     if run_dir is None:
         return None
-    path = Path(run_dir) / HISTORY
+    path = Path(rundir.history_path(str(run_dir)))
     if not path.exists():
         return None
     history = json.loads(path.read_text())
@@ -246,7 +246,7 @@ def _img(png: bytes, alt: str) -> str:
 def _run_summary(run_dir: str | Path | None) -> str:
     if run_dir is None:
         return ""
-    path = Path(run_dir) / "config.json"
+    path = Path(rundir.config_path(str(run_dir)))
     if not path.exists():
         return f"<p class=note>run dir: {html.escape(str(run_dir))}</p>"
     config = json.loads(path.read_text())
@@ -318,7 +318,7 @@ def render_report(predictions_dir: str | Path, out_dir: str | Path, *,
     if history:
         sections += ["<h2>Training curves</h2>", _img(figures["training.png"], "training")]
     elif run_dir is not None:
-        sections.append(f"<p class=note>{html.escape(str(run_dir))} has no {HISTORY}.</p>")
+        sections.append(f"<p class=note>{html.escape(str(run_dir))} has no {rundir.HISTORY}.</p>")
     page = ("<!doctype html><html><head><meta charset=utf-8><title>dfd report</title>"
             f"<style>{_CSS}</style></head><body>{''.join(sections)}</body></html>\n")
     path = out / REPORT

@@ -249,3 +249,23 @@ def describe(index: FaceIndex) -> dict:
     return {"split": index.split, "files": len(index.files), **index.counts(),
             "videos": len(index.videos), "originals": len(index.originals),
             "rebalanced": needs_rebalancing(index)}
+
+
+def load_indexes(data: str, *, seed: int, workers: int, batch_size: int,
+                 rebalance: bool = True) -> tuple[FaceIndex, FaceIndex]:
+    """The train and validation indexes of a face-shard tree, refused (DfdError) when they
+    cannot train: a split without records or with one label, or too few train crops for one
+    global batch across the workers."""
+    train = build_index(data, "train", seed=seed)
+    validation = build_index(data, "validation", seed=seed)
+    for index in (train, validation):
+        if not len(index):
+            raise DfdError(f"{data} has no committed {index.split} face records")
+        if len(set(index.label.tolist())) < 2:
+            raise DfdError(f"{data}: the {index.split} records are all of one label; "
+                           f"training needs REAL and FAKE crops")
+    per_worker = len(epoch_rows(train, epoch=0, rebalance=rebalance)) // workers
+    if per_worker < batch_size // workers:
+        raise DfdError(f"{len(train)} train crops are too few for a global batch of "
+                       f"{batch_size} on {workers} workers")
+    return train, validation

@@ -33,6 +33,8 @@ import ray
 
 from dfd import config as dfd_config
 from dfd import manifest, output_tree, storage, train_input
+from dfd import run_dir as rundir
+from dfd import training_run
 from dfd.config import InferConfig, TrainConfig
 from dfd.errors import DfdError
 from dfd.study import (HELD_OUT, evaluation, occlusion, occlusion_summary, random_split,
@@ -86,8 +88,7 @@ def ensure_trained(data: str, cfg: TrainConfig, runs_root: str, *, address: str 
         return done
     started = time.perf_counter()
     summary_ = train.run(data, run_dir, cfg, address=address)
-    history = json.loads(storage.read_text(output_tree.join(summary_["run_dir"],
-                                                            train.HISTORY_JSON)))
+    history = json.loads(storage.read_text(rundir.history_path(summary_["run_dir"])))
     return runs.mark_finished(run_dir, cfg, history, key=runs.run_key(cfg, digest),
                               seconds=time.perf_counter() - started)
 
@@ -396,7 +397,7 @@ def check_plan(plan: StudyPlan) -> None:
             raise DfdError(str(exc)) from None
     if plan.kind in variants.VARIANTS:
         variants.select(plan.kind, plan.variants)
-    train.check_config(plan.train)
+    training_run.check_config(plan.train)
 
 
 def run_study(plan: StudyPlan, data: str, out: str, *, runs_root: str | None = None,

@@ -184,16 +184,63 @@ def test_training_batches_are_full_shuffled_and_read_across_row_groups(tmp_path)
 # ---- the job's checks before any Ray starts ----------------------------------------------------
 
 def test_settings_that_cannot_train_are_refused_before_starting(data):
-    from ray_jobs import train
+    from dfd import training_run
 
     with pytest.raises(DfdError, match="multiple of the 2 replicas"):
-        train.check_config(TrainConfig(batch_size=15, workers=2))
+        training_run.check_config(TrainConfig(batch_size=15, workers=2))
     with pytest.raises(DfdError, match="unknown model"):
-        train.check_config(TrainConfig(model="resnet"))
+        training_run.check_config(TrainConfig(model="resnet"))
     with pytest.raises(DfdError, match="unknown augmentation"):
-        train.check_config(TrainConfig(augment="shear"))
+        training_run.check_config(TrainConfig(augment="shear"))
     with pytest.raises(DfdError, match="too few for a global batch"):
-        train.load_indexes(data[0], TrainConfig(batch_size=512, workers=2))
+        train_input.load_indexes(data[0], seed=0, workers=2, batch_size=512)
+
+
+def test_tensorboard_log_holds_each_epochs_metrics_readable_by_tensorflow(tmp_path):
+    import tensorflow as tf
+
+    from dfd import run_dir as rundir
+    from dfd import training_run
+
+    history = [training_run.epoch_record(
+        epoch, {"bce": 0.7 - epoch / 10, "accuracy": 0.5 + epoch / 10, "precision": 0.5,
+                "recall": 0.25, "auc": 0.6},
+        {"bce": 0.8, "accuracy": 0.4, "precision": 0.125, "recall": 0.75, "auc": 0.5 + epoch / 8},
+        seconds=2.0, images=16, val_seconds=1.0) for epoch in range(3)]
+    log = training_run.TensorBoardLog(str(tmp_path))
+    for record in history:
+        log.write(record)
+    log.close()
+
+    for kind, prefix in (("train", ""), ("validation", "val_")):
+        found = {}
+        for path in sorted(Path(rundir.tensorboard_dir(str(tmp_path), kind)).iterdir()):
+            assert path.name.startswith("events.out.tfevents.")
+            for event in tf.compat.v1.train.summary_iterator(str(path)):
+                for value in event.summary.value:
+                    found[(event.step, value.tag)] = value.simple_value
+        assert found == pytest.approx({(h["epoch"] + 1, name): h[prefix + name]
+                                       for h in history for name in training_run.METRICS})
+
+
+def test_a_run_dir_keeps_its_config_and_refuses_other_settings(tmp_path, data):
+    from dfd import run_dir as rundir
+    from dfd import training_run
+
+    run = str(tmp_path / "run")
+    cfg = TrainConfig(epochs=2)
+    training_run.write_run_config(run, cfg, data=data[0], data_hash="h1", counts={})
+    written = json.loads(Path(rundir.config_path(run)).read_text())
+    assert (written["train"]["epochs"], written["data"], written["data_manifest_hash"]) == \
+        (2, data[0], "h1")
+    # More epochs or workers continue the same experiment; another learning rate or data do not.
+    training_run.write_run_config(run, TrainConfig(epochs=5, workers=1), data=data[0],
+                                  data_hash="h1", counts={})
+    with pytest.raises(DfdError, match="other settings \\(learning_rate\\)"):
+        training_run.write_run_config(run, TrainConfig(learning_rate=0.5), data=data[0],
+                                      data_hash="h1", counts={})
+    with pytest.raises(DfdError, match="other settings \\(data\\)"):
+        training_run.write_run_config(run, cfg, data=data[0], data_hash="h2", counts={})
 
 
 # ---- Ray Train end to end ----------------------------------------------------------------------

@@ -106,10 +106,13 @@ def run(args) -> int:
                f"{train_cfg.epochs} epochs -> {run_dir}")
     t = time.perf_counter()
     from dfd import manifest as mf
+    from dfd import run_dir as rundir
+    from dfd.models import MODEL_JSON
 
     data_hash = mf.content_hash(json.loads((faces / "manifest.json").read_text()))
     stamp = {"train": config.to_dict(train_cfg), "data": data_hash}
-    if _stamped(work / ".train.json", stamp) and (run_dir / "model" / "model.json").exists():
+    if _stamped(work / ".train.json", stamp) and Path(
+            rundir.model_file(str(run_dir), MODEL_JSON)).exists():
         print("   reusing the trained model")
     else:
         from ray_jobs import train

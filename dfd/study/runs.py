@@ -4,8 +4,8 @@ A run is identified by everything that shapes the model it ends with: the traini
 (seed included) and the data's manifest hash. Its folder under the runs root is named from
 that key, so the augmentation study's ``none`` run, the backbone study's ``paper_cnn`` run and
 the baseline of the occlusion and split studies are one run when their settings agree, trained
-once. A run is finished when ``study-run.json`` is in it; an unfinished one is handed back to
-``dfd train``, which continues it from its last checkpoint.
+once. A run is finished when its ``study-run.json`` (``dfd.run_dir``) is there; an unfinished
+one is handed back to ``dfd train``, which continues it from its last checkpoint.
 """
 from __future__ import annotations
 
@@ -15,11 +15,10 @@ import json
 
 from dfd import config as dfd_config
 from dfd import output_tree, storage
+from dfd import run_dir as rundir
 from dfd.config import TrainConfig
 from dfd.errors import DfdError
 
-FINISHED = "study-run.json"
-EVAL_DIR = "eval"
 # Settings that change how a run is executed, not the model it ends with.
 OPERATIONAL = ("cpus_per_worker", "gpus_per_worker", "max_failures", "checkpoints_to_keep")
 
@@ -51,7 +50,7 @@ class FinishedRun:
 
 
 def read_finished(run_dir: str) -> FinishedRun | None:
-    text = storage.read_text(output_tree.join(run_dir, FINISHED))
+    text = storage.read_text(rundir.study_finished_path(run_dir))
     if not text:
         return None
     record = json.loads(text)
@@ -63,18 +62,18 @@ def mark_finished(run_dir: str, cfg: TrainConfig, history: list[dict], *, key: s
                   seconds: float) -> FinishedRun:
     record = {"key": key, "train": dfd_config.to_dict(cfg), "history": history,
               "seconds": round(seconds, 1)}
-    storage.write_bytes(output_tree.join(run_dir, FINISHED),
+    storage.write_bytes(rundir.study_finished_path(run_dir),
                         (json.dumps(record, indent=1, sort_keys=True) + "\n").encode())
     return FinishedRun(run_dir, cfg, history, reused=False, seconds=round(seconds, 1))
 
 
 def trained_elsewhere(run_dir: str) -> FinishedRun:
     """A run dir of `dfd train` given by the user: its settings and history as recorded."""
-    text = storage.read_text(output_tree.join(run_dir, "config.json"))
+    text = storage.read_text(rundir.config_path(run_dir))
     if not text:
-        raise DfdError(f"{run_dir} has no config.json: is it the run dir of `dfd train`?")
+        raise DfdError(f"{run_dir} has no {rundir.CONFIG}: is it the run dir of `dfd train`?")
     cfg = dfd_config.from_dict(TrainConfig, json.loads(text).get("train", {}))
-    history = json.loads(storage.read_text(output_tree.join(run_dir, "history.json")) or "[]")
+    history = json.loads(storage.read_text(rundir.history_path(run_dir)) or "[]")
     return FinishedRun(run_dir, cfg, history, reused=True)
 
 
@@ -83,4 +82,4 @@ def eval_dir(run_dir: str, *, name: str, data_hash: str, aggregation: str,
     """Where a run's predictions on one evaluation set go: the set's name, its data and how
     videos are scored are in the folder name, so a changed setting never reads stale figures."""
     suffix = "" if faceless else "-facesonly"
-    return output_tree.join(run_dir, EVAL_DIR, f"{name}-{aggregation}{suffix}-{data_hash}")
+    return rundir.eval_dir(run_dir, f"{name}-{aggregation}{suffix}-{data_hash}")
