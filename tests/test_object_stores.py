@@ -186,3 +186,56 @@ def test_s3_preprocess_meets_the_output_contract_and_a_second_run_is_a_no_op(s3,
     assert again.stdout.splitlines()[:2] == ["part  0: already committed, skipped",
                                              "part  1: already committed, skipped"]
     assert {k: v for k, v in tree(out).items() if k != "_last_run.json"} == before
+
+
+# ---- S3: crash safety on a store without rename -------------------------------------------------
+
+def launch_preprocess(raw: str, out: str, server, fault: str) -> subprocess.CompletedProcess:
+    return dfd("preprocess", "--input", raw, "--output", out, *FLAGS, *IN_MEMORY, server=server,
+               DFD_FAULT=fault, DFD_FAULT_DIR=str(ROOT))
+
+
+def visible_parts(files: dict[str, bytes]) -> dict[str, set[int]]:
+    seen = {"parquet": set(), "tfrecord": set(), "errors": set()}
+    for key in files:
+        top, _, rest = key.partition("/")
+        name = rest.split("/", 1)[0]
+        if top in ("parquet", "tfrecord") and name.startswith("part-"):
+            seen[top].add(int(name[5:]))
+        elif top == "errors" and name.startswith("part-"):
+            seen["errors"].add(int(name[5:7]))
+    return seen
+
+
+def test_s3_a_run_killed_between_staging_and_commit_ends_as_a_clean_run(s3, s3_run,
+                                                                         local_clean):
+    from dfd import train_input
+
+    raw, _, _ = s3_run
+    out = s3.uri("faces", "crash")
+    killed = launch_preprocess(raw, out, s3, "die_before_promote:1")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    files = tree(out)
+    # Part 0 committed whole before the kill; part 1 is staged only, and not listed.
+    assert sorted(manifest_parts(out)) == ["00"]
+    assert visible_parts(files) == {"parquet": {0}, "tfrecord": {0}, "errors": {0}}
+    assert {"_committing-part-01.json", "errors/_part-01.parquet"} <= set(hidden(files))
+    assert any(k.startswith("parquet/_part-01/") for k in files)
+
+    # Killed again after part 1's Parquet objects moved into place and before its TFRecord
+    # ones did. A reader that goes by the manifest (training, inference) sees part 0 only.
+    killed = launch_preprocess(raw, out, s3, "die_mid_promote:1")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert sorted(manifest_parts(out)) == ["00"]
+    assert visible_parts(tree(out))["tfrecord"] == {0}
+    assert {Path(f).parent.name for f in train_input.find_shards(out, "train")} == {"part-00"}
+
+    # The next plain run rolls the unfinished commit back, redoes part 1 alone and ends as a
+    # clean run does; part 0's objects are not rewritten.
+    part0 = {k: v for k, v in tree(out).items() if "part-00" in k}
+    again = dfd("preprocess", "--input", raw, "--output", out, *FLAGS, *IN_MEMORY, server=s3)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "part  0: already committed, skipped" in again.stdout
+    assert "part  1: 4 videos" in again.stdout
+    assert {k: v for k, v in tree(out).items() if "part-00" in k} == part0
+    assert_same_as_local(out, local_clean)
