@@ -1,9 +1,12 @@
-"""What fetching a part costs besides the network: `.venv/bin/python -m benchmarks.kaggle_download`
+"""What fetching a file from Kaggle's API costs besides the network:
+`.venv/bin/python -m benchmarks.kaggle_download`
 
-Serves one file from the local Kaggle stand-in (loopback, so the network is not the limit) and
-times the whole path of `dfd.kaggle` (list, download through the kaggle client, verify size and
-checksums, commit), the verification alone, and a resume after a cut connection, including the
-bytes the kaggle downloader's abandoned first stream pulls before its Range request.
+The API serves the sample, the test videos and the submission template (the parts come as
+signed links: benchmarks.links_download). Serves one file from the local Kaggle stand-in
+(loopback, so the network is not the limit) and times the whole path of `dfd.kaggle` (list,
+download through the kaggle client, verify size and checksums, commit), the verification
+alone, and a resume after a cut connection, including the bytes the kaggle downloader's
+abandoned first stream pulls before its Range request.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ def main() -> dict:
     from dfd.kaggle import checks
 
     data = os.urandom(SIZE)
-    name = "dfdc_train_part_00.zip"
+    name = "test_videos.zip"  # what the API serves; parts come as links (links_download)
     figures: dict = {"file_mib": SIZE / 2**20}
     saved = {k: os.environ.get(k) for k in ("KAGGLE_API_ENVIRONMENT", "KAGGLE_USERNAME",
                                              "KAGGLE_KEY")}

@@ -2,8 +2,9 @@
 
 - planted Kaggle credentials never reach an output file, a log line or an error message, on
   success, on refusal (HTTP 401) and on server errors (HTTP 5xx, 410), through `dfd download`,
-  `dfd preprocess --input kaggle://...`, `dfd sync` and the Beam fetch stage (real kaggle
-  client against tests/kaggle_standin.py);
+  `dfd preprocess`, `dfd sync` and the Beam fetch stage (real kaggle client against
+  tests/kaggle_standin.py), and neither do the signatures of the part links
+  (tests/links_standin.py);
 - a model loads from model.json + weights.h5 only: pickles, Keras archives and configs (with
   Lambda layers), SavedModels and whole-model HDF5 files are refused, and a planted pickle is
   never unpickled;
@@ -37,6 +38,8 @@ from dfd import config, dfdc, models, shards
 from dfd import output_tree as ot
 from tests.infer_fixtures import make_face_tree, make_run_dir
 from tests.kaggle_standin import Fault, KaggleStandIn
+from tests.links_standin import Fault as LinkFault
+from tests.links_standin import LinksStandIn
 from tests.video_fixtures import clip
 
 pytestmark = pytest.mark.slow
@@ -87,6 +90,13 @@ def standin():
         yield server
 
 
+@pytest.fixture(scope="module")
+def part_links():
+    """The data page's signed part links (tests/links_standin.py)."""
+    with LinksStandIn() as server:
+        yield server
+
+
 def _env(home: Path, **extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAGGLE_", "XDG_"))}
     env.update(HOME=str(home), KAGGLE_API_ENVIRONMENT="TEST", PYTHONPATH=str(ROOT), **extra)
@@ -105,9 +115,15 @@ def assert_no_secret(text: str, where: str) -> None:
 
 
 def test_planted_kaggle_credentials_never_reach_files_logs_or_errors(
-        tmp_path, standin, kaggle_part, monkeypatch, caplog, capfd):
+        tmp_path, standin, part_links, kaggle_part, monkeypatch, caplog, capfd):
     standin.reset()
-    standin.add_file(dfdc.part_zip_name(0), kaggle_part)
+    standin.add_file("sample_submission.csv", b"filename,label\naassnaulhq.mp4,0.5\n")
+    part_links.reset()
+    part_links.add(dfdc.part_zip_name(0), kaggle_part)
+    links = tmp_path / "links" / "links.txt"  # the one file allowed the link signatures
+    links.parent.mkdir()
+    links.write_text(part_links.link(dfdc.part_zip_name(0)) + "\n")
+    signatures = [links.read_text().split("Signature=")[1].strip()]
     home = tmp_path / "home"
     home.mkdir()
     secret_dir = tmp_path / "secret"  # the planted kaggle.json: the one file allowed the key
@@ -118,25 +134,25 @@ def test_planted_kaggle_credentials_never_reach_files_logs_or_errors(
     from_file = {"KAGGLE_CONFIG_DIR": str(secret_dir)}
     from_env = {"KAGGLE_USERNAME": SECRET_USER, "KAGGLE_KEY": SECRET_KEY}
     staging, out = tmp_path / "staging", tmp_path / "out"
+    links_input = ["--links", str(links), "--staging", str(staging), "--output", str(out)]
     kaggle_input = ["--input", f"kaggle://{COMPETITION}", "--staging", str(staging),
                     "--output", str(out)]
     runs = {}
 
-    # Fetched through a server error (retried) and processed, credentials from kaggle.json.
-    standin.fault(Fault(status=500))
-    runs["preprocess"] = dfd_cli(home, "preprocess", *kaggle_input, *PROCESS_FLAGS,
+    # A part fetched from its signed link through a server error (retried) and processed.
+    part_links.fault(LinkFault(status=500))
+    runs["preprocess"] = dfd_cli(home, "preprocess", *links_input, *PROCESS_FLAGS,
                                  "--summary-json", str(tmp_path / "summary.json"), **from_file)
     assert runs["preprocess"].returncode == 0, runs["preprocess"].stderr[-3000:]
     assert "HTTP 500; retrying" in runs["preprocess"].stderr
     assert "part  0: fetched" in runs["preprocess"].stdout
     assert sorted(json.loads((out / "manifest.json").read_text())["parts"]) == ["00"]
     # The signed URL was requested (and logged at debug level) with its signature blanked.
-    assert "/storage/" in runs["preprocess"].stderr
+    assert "/kaggle-competitions-detached-data/16880/dfdc_train_part_00.zip?***" in \
+        runs["preprocess"].stderr
 
     # A sync with the credentials in the environment: nothing new.
-    runs["sync"] = dfd_cli(home, "sync", "--source", f"kaggle://{COMPETITION}",
-                           "--staging", str(staging), "--output", str(out), *PROCESS_FLAGS,
-                           **from_env)
+    runs["sync"] = dfd_cli(home, "sync", *links_input, *PROCESS_FLAGS, **from_env)
     assert runs["sync"].returncode == 0, runs["sync"].stderr[-3000:]
     assert "nothing new: 1 part(s) up to date" in runs["sync"].stdout
 
@@ -147,7 +163,9 @@ def test_planted_kaggle_credentials_never_reach_files_logs_or_errors(
                                *PROCESS_FLAGS, **wrong)
     runs["preprocess-401"] = dfd_cli(home, "preprocess", *kaggle_input, *PROCESS_FLAGS,
                                      "--force", **wrong)
-    for name in ("sync-401", "preprocess-401"):
+    runs["download-401"] = dfd_cli(home, "download", "--kaggle-files", "--out",
+                                   str(tmp_path / "raw"), **wrong)
+    for name in ("sync-401", "preprocess-401", "download-401"):
         assert runs[name].returncode == 1
         assert runs[name].stderr.strip().splitlines()[-1].endswith(
             "Kaggle rejected the credentials from the KAGGLE_USERNAME and KAGGLE_KEY "
@@ -155,49 +173,50 @@ def test_planted_kaggle_credentials_never_reach_files_logs_or_errors(
 
     # Server errors until the retries are spent, and a status that is never retried.
     standin.fault(Fault(status=503), Fault(status=503))
-    runs["download-503"] = dfd_cli(home, "download", "--parts", "0", "--out",
-                                   str(tmp_path / "raw"), "--retries", "1", "--backoff", "0",
-                                   **from_env)
+    runs["download-503"] = dfd_cli(home, "download", "--kaggle-files", "sample_submission.csv",
+                                   "--out", str(tmp_path / "raw"), "--retries", "1",
+                                   "--backoff", "0", **from_env)
     assert runs["download-503"].returncode == 1
     assert "gave up after 2 attempt(s): HTTP 503" in runs["download-503"].stdout
     standin.fault(Fault(status=410))
-    runs["download-410"] = dfd_cli(home, "download", "--parts", "0", "--out",
-                                   str(tmp_path / "raw"), **from_file)
+    runs["download-410"] = dfd_cli(home, "download", "--kaggle-files", "sample_submission.csv",
+                                   "--out", str(tmp_path / "raw"), **from_file)
     assert runs["download-410"].returncode == 1
     assert "HTTP 410" in runs["download-410"].stdout + runs["download-410"].stderr
-    assert not (tmp_path / "raw" / dfdc.part_zip_name(0)).exists()
+    assert not (tmp_path / "raw" / "sample_submission.csv").exists()
 
     # The Beam fetch stage in this process, its part failing: the reason kept in the summary.
-    from dfd.kaggle import RetryPolicy
     from dfd import manifest as mf
-    from pipelines.fetch import stage_parts
+    from dfd.kaggle import RetryPolicy
+    from pipelines.fetch import LinksSource, stage_parts
 
     for name in [k for k in os.environ if k.startswith("KAGGLE_")]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("KAGGLE_API_ENVIRONMENT", "TEST")
-    for name, value in from_env.items():
-        monkeypatch.setenv(name, value)
-    standin.fault(Fault(status=500), Fault(status=500))
+    part_links.fault(LinkFault(status=500), LinkFault(status=500))
     caplog.set_level("DEBUG")
-    staged = stage_parts(COMPETITION, staging=str(tmp_path / "staging2"), selection={0},
+    from dfd.kaggle.links import read_links
+
+    staged = stage_parts(LinksSource(str(links), tuple(read_links(str(links)))),
+                         staging=str(tmp_path / "staging2"), selection={0},
                          manifest=mf.empty(), config_hash_of=lambda part: "h", force=True,
                          beam_args=["--direct_num_workers", "1"],
                          retry=RetryPolicy(attempts=2, backoff_s=0.0))
     [failed] = staged["failed"]
     assert failed["reason"] == "fetch_failed" and failed["detail"].endswith("HTTP 500")
-    assert "/storage/" in caplog.text  # urllib3's request lines were logged, redacted
+    assert "/kaggle-competitions-detached-data/" in caplog.text  # request lines, redacted
 
+    secrets = (*SECRETS, *signatures)
     for name, run in runs.items():
-        assert_no_secret(run.stdout, f"stdout of {name}")
-        assert_no_secret(run.stderr, f"stderr of {name}")
+        for secret in secrets:
+            assert secret not in run.stdout + run.stderr, f"{secret!r} in the output of {name}"
     captured = capfd.readouterr()
-    assert_no_secret(caplog.text + captured.out + captured.err + json.dumps(staged),
-                     "this process's logs and the fetch summary")
+    for secret in secrets:
+        assert secret not in caplog.text + captured.out + captured.err + json.dumps(staged)
     for path in tmp_path.rglob("*"):
-        if path.is_file() and path != secret_dir / "kaggle.json":
+        if path.is_file() and path not in (secret_dir / "kaggle.json", links):
             blob = path.read_bytes()
-            for secret in SECRETS:
+            for secret in secrets:
                 assert secret.encode() not in blob, f"{secret!r} in {path}"
 
 
