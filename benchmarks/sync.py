@@ -1,9 +1,10 @@
 """What a scheduled `dfd sync` costs when nothing is new: `.venv/bin/python -m benchmarks.sync`
 
-The local Kaggle stand-in lists all 50 DFDC parts (tiny files: nothing is downloaded when the
-check is right) and the output's manifest holds all 50 from the same files under the same
-config. Measured: the whole `dfd sync` command (interpreter, imports, lease, listing, plan,
-"nothing new"), the in-process plan alone (listing 50 files over 3 pages, 50 receipt reads),
+A links file holds the signed links of all 50 DFDC parts (the local links stand-in; tiny
+files: nothing is downloaded when the check is right) and the output's manifest holds all 50
+under the same config. Measured: the whole `dfd sync` command (interpreter, imports, lease,
+reading the links, plan, "nothing new"), the in-process plan alone (reading 50 links, 50
+receipt reads),
 and the lease's acquire, renew and release on local disk.
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 from pathlib import Path
 
 import benchmarks
-from tests.kaggle_standin import KaggleStandIn
+from tests.links_standin import LinksStandIn
 
 COMPETITION = "deepfake-detection-challenge"
 PARTS = 50
@@ -46,9 +47,10 @@ def _committed_output(out: Path, sizes: dict[int, int]) -> None:
 
 
 def main() -> dict:
+    from dfd.kaggle.links import read_links
     from dfd.lease import Lease
-    from pipelines.fetch import stage_parts
     from pipelines.commit import read_manifest
+    from pipelines.fetch import LinksSource, stage_parts
 
     figures: dict = {"parts_listed": PARTS}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAGGLE_", "XDG_"))}
@@ -56,29 +58,32 @@ def main() -> dict:
                PYTHONPATH=str(ROOT))
     saved = {k: os.environ.get(k) for k in ("KAGGLE_API_ENVIRONMENT", "KAGGLE_USERNAME",
                                              "KAGGLE_KEY")}
-    standin = KaggleStandIn(COMPETITION, username="bench", key="bench-key")
+    standin = LinksStandIn()  # the data page's signed part links
     sizes = {}
     for p in range(PARTS):
         data = os.urandom(1024 + p)
-        standin.add_file(f"dfdc_train_part_{p:02d}.zip", data)
+        standin.add(f"dfdc_train_part_{p:02d}.zip", data)
         sizes[p] = len(data)
     try:
         with standin, tempfile.TemporaryDirectory() as tmp:
             out, staging = Path(tmp) / "out", Path(tmp) / "staging"
+            links = Path(tmp) / "links.txt"
+            links.write_text("\n".join(standin.link(f"dfdc_train_part_{p:02d}.zip")
+                                       for p in range(PARTS)) + "\n")
             _committed_output(out, sizes)
             env["HOME"] = tmp
             runs = []
             for _ in range(3):
                 t0 = time.perf_counter()
                 run = subprocess.run(
-                    [sys.executable, "-m", "dfd.cli", "sync", "--source",
-                     f"kaggle://{COMPETITION}", "--staging", str(staging), "--output",
-                     str(out), *SYNC_FLAGS], capture_output=True, text=True, env=env, cwd=ROOT)
+                    [sys.executable, "-m", "dfd.cli", "sync", "--links", str(links),
+                     "--staging", str(staging), "--output", str(out), *SYNC_FLAGS],
+                    capture_output=True, text=True, env=env, cwd=ROOT)
                 runs.append(time.perf_counter() - t0)
                 if run.returncode or "nothing new: 50 part(s)" not in run.stdout:
                     raise SystemExit(f"sync did not find everything up to date:\n{run.stdout}"
                                      f"{run.stderr[-2000:]}")
-            assert not standin.storage_gets(), "an up-to-date sync downloaded something"
+            assert not standin.log, "an up-to-date sync downloaded something"
             figures["sync_nothing_new_cli_s"] = round(statistics.median(runs), 2)
 
             os.environ.update({k: env[k] for k in saved})
@@ -86,7 +91,8 @@ def main() -> dict:
             plans = []
             for _ in range(3):
                 t0 = time.perf_counter()
-                plan = stage_parts(COMPETITION, staging=str(staging), selection=None,
+                plan = stage_parts(LinksSource(str(links), tuple(read_links(str(links)))),
+                                   staging=str(staging), selection=None,
                                    manifest=manifest, beam_args=[],
                                    config_hash_of=lambda p: manifest["parts"][f"{p:02d}"]
                                    ["config_hash"])
