@@ -23,9 +23,12 @@ exactly one wins:
 - ``s3://``: likewise through boto3 with S3's conditional requests (``If-None-Match: *`` to
   create, ``If-Match: <ETag>`` to replace or delete).
 
-The object-store paths need their client library installed (``pip install
-google-cloud-storage`` / ``boto3``, which Beam's ``[gcp]`` / ``[aws]`` extras bring) and are
-exercised only against real buckets: the tests cover the local store.
+The object-store clients come with the default install (Beam's ``[gcp]`` and ``[aws]``
+extras) and find their endpoint and credentials in the standard variables. The S3 store is
+tested against moto's S3 server, whose conditional writes behave as S3's (racers for a free or
+a stale lease: exactly one wins). The GCS store is tested against gcp-storage-emulator for
+everything but that race: the emulator ignores ``ifGenerationMatch``, so atomicity on GCS rests
+on the real service's documented preconditions (tests/test_object_stores.py).
 """
 from __future__ import annotations
 

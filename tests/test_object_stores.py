@@ -239,3 +239,100 @@ def test_s3_a_run_killed_between_staging_and_commit_ends_as_a_clean_run(s3, s3_r
     assert "part  1: 4 videos" in again.stdout
     assert {k: v for k, v in tree(out).items() if "part-00" in k} == part0
     assert_same_as_local(out, local_clean)
+
+
+# ---- the sync lease in a bucket -----------------------------------------------------------------
+
+def stale_record(**changes) -> bytes:
+    """A lease a crashed run on another node left, expired ten minutes ago."""
+    past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=20)
+    record = LeaseRecord(holder="0" * 32, host="crashed-node", pid=4242, purpose="sync",
+                         acquired=past.isoformat(timespec="seconds"),
+                         expires=(past + dt.timedelta(minutes=10)).isoformat(timespec="seconds"))
+    return LeaseRecord(**{**record.__dict__, **changes}).to_bytes()
+
+
+def race(leases: list[Lease]) -> list[str]:
+    """All acquire at once; returns the holders that won."""
+    start, won = threading.Barrier(len(leases)), []
+
+    def one(lease):
+        start.wait()
+        try:
+            lease.acquire()
+            won.append(lease.holder)
+        except LeaseHeld:
+            pass
+
+    threads = [threading.Thread(target=one, args=(lease,)) for lease in leases]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return won
+
+
+def test_s3_lease_is_won_by_exactly_one_racer_through_conditional_writes(s3):
+    out = s3.make_bucket("leases") + "/out"
+    # Free: the create is a put with If-None-Match: *, which exactly one racer wins.
+    won = race([Lease(out, ttl_s=60) for _ in range(8)])
+    assert len(won) == 1 and read_lease(out).holder == won[0]
+    # Stale: the takeover is a put with If-Match: <the ETag read>, again one winner.
+    storage.write_bytes(f"{out}/{LEASE}", stale_record())
+    won = race([Lease(out, ttl_s=60) for _ in range(6)])
+    assert len(won) == 1 and read_lease(out).holder == won[0]
+
+
+def test_s3_renewal_notices_a_takeover_and_release_leaves_the_taker_alone(s3):
+    out = s3.make_bucket("renewals") + "/out"
+    lease = Lease(out, ttl_s=60)
+    lease.acquire()
+    lease.renew()
+    assert read_lease(out).expires_at() > time.time() + 30
+    taker = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)
+    storage.write_bytes(f"{out}/{LEASE}", stale_record(expires=taker.isoformat()))
+    with pytest.raises(Exception, match="now held by sync 00000000 on crashed-node"):
+        lease.renew()
+    lease.release()
+    assert read_lease(out).host == "crashed-node"
+
+
+def sync_argv(raw: str, out: str) -> list[str]:
+    return dfd_argv("sync", "--source", raw, "--output", out, "--parts", "1", *FLAGS, *IN_MEMORY)
+
+
+def check_two_syncs(server, raw: str, out: str) -> None:
+    """Two `dfd sync` runs on one bucket output: the second stops with one line while the
+    first works; a lease a crashed run left is taken over."""
+    first = subprocess.Popen(sync_argv(raw, out), cwd=ROOT, env=dfd_env(server),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while read_lease(out) is None:
+            assert first.poll() is None and time.monotonic() < deadline, "no lease taken"
+            time.sleep(0.1)
+        second = subprocess.run(sync_argv(raw, out), cwd=ROOT, env=dfd_env(server),
+                                capture_output=True, text=True, timeout=120)
+        stdout, stderr = first.communicate(timeout=300)
+    finally:
+        first.kill()
+    assert second.returncode == 0, second.stderr[-3000:]
+    [line] = second.stdout.splitlines()
+    assert line.startswith(f"another sync is running, nothing done: {out}/{LEASE} is leased by sync ")
+    assert f"on {socket.gethostname()} (pid {first.pid})" in line
+    assert first.returncode == 0, stderr[-3000:]
+    assert "part  1: 4 videos" in stdout
+    assert sorted(manifest_parts(out)) == ["01"] and read_lease(out) is None  # released
+
+    storage.write_bytes(f"{out}/{LEASE}", stale_record())
+    third = subprocess.run(sync_argv(raw, out), cwd=ROOT, env=dfd_env(server),
+                           capture_output=True, text=True, timeout=120)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert third.stdout.splitlines() == ["nothing new: 1 part(s) up to date (01)"]
+    assert "taking over the stale lease" in third.stderr
+    assert read_lease(out) is None
+
+
+def test_s3_two_syncs_on_one_bucket_output_one_stops_with_one_line(s3, s3_run):
+    raw, _, _ = s3_run
+    check_two_syncs(s3, raw, s3.uri("faces", "sync"))
