@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 VIDEO_SUFFIX = ".mp4"
 NO_FACE_REASON = "no_face"
+NO_PART = -1  # the part of a video outside any DFDC part folder (e.g. Kaggle's test_videos/)
 MANIFEST_SETTINGS = "preprocess"  # manifest key holding the PreprocessConfig, when recorded
 
 
@@ -253,12 +254,26 @@ def _refs(inputs: Sequence[VideoInput]):
             members, bool(originals)
 
 
+def _part(video: VideoInput) -> int:
+    return NO_PART if video.part is None else video.part
+
+
+def video_prediction(result: dict) -> dict:
+    """A predict_videos result as a VIDEO_PREDICTION record."""
+    return {"video": result["video"], "part": NO_PART if result["part"] is None
+            else result["part"], "label": result["label"], "p_fake": result["p_fake"],
+            "n_faces": result["n_faces"], "aggregation": result["aggregation"],
+            "model": result["model"]}
+
+
 def predict_videos(paths: Iterable[str | Path], *, model, model_name: str,
                    cfg: PreprocessConfig, detector, rule: str = aggregate.DEFAULT,
-                   batch_size: int = 64) -> tuple[list[dict], list[VideoFailure]]:
+                   batch_size: int = 64,
+                   crops: list | None = None) -> tuple[list[dict], list[VideoFailure]]:
     """Score every video found under ``paths``; return one result per scored video (sorted
     by path) and one failure per file or path that could not be scored. A video without a
-    face scores ``aggregate.NO_FACE_SCORE``."""
+    face scores ``aggregate.NO_FACE_SCORE``. A ``crops`` list receives a FRAME_PREDICTION
+    record per scored face crop (part ``NO_PART`` outside a DFDC part folder)."""
     from dfd.process import process_group
 
     aggregate.get(rule)
@@ -267,17 +282,23 @@ def predict_videos(paths: Iterable[str | Path], *, model, model_name: str,
     for helper, fakes, members, original_asked in _refs(inputs):
         # A group's REAL member is processed alone; a fake with a helper reuses its boxes.
         result = process_group(helper, fakes, split="test", cfg=cfg, detector=detector)
-        crops: dict[str, list[bytes]] = {}
+        crops_of: dict[str, list[bytes]] = {}
         for r in result.records:
-            crops.setdefault(r["video"], []).append(r["image"])
+            crops_of.setdefault(r["video"], []).append(r["image"])
         rejects = {r["video"]: r for r in result.rejects}
         for v in members:
             reject = rejects.get(v.path.name)
             if reject and reject["reason"] != NO_FACE_REASON:
                 failures.append(VideoFailure(v.path, reject["reason"], reject["detail"]))
                 continue
-            images = crops.get(v.path.name, [])
+            images = crops_of.get(v.path.name, [])
             scores = score_records(model, images, batch_size=batch_size) if images else []
+            if crops is not None:
+                faces = [r for r in result.records if r["video"] == v.path.name]
+                crops.extend({"video": v.path.name, "part": _part(v),
+                              "frame_index": r["frame_index"], "face_index": r["face_index"],
+                              "label": v.label, "p_fake": float(score), "model": model_name}
+                             for r, score in zip(faces, scores))
             results.append({"path": str(v.path), "video": v.path.name, "part": v.part,
                             "label": v.label, "p_fake": aggregate.aggregate(scores, rule),
                             "n_faces": len(images), "aggregation": rule,

@@ -255,6 +255,30 @@ def _run_summary(run_dir: str | Path | None) -> str:
             f"<pre>{html.escape(text)}</pre></details>")
 
 
+NO_LABELS = ("no metrics: none of these {n} videos has a label (Kaggle never published the "
+             "labels of its test_videos), so there is nothing to measure the scores against; "
+             "the scores are in " + SUBMISSION)
+
+
+def _render_unlabelled(frames: Mapping[str, Any], videos: Mapping[str, Any], out: Path) -> Path:
+    """The report of videos without labels: what was scored, the submission, and why there
+    are no metrics."""
+    model = sorted(set(videos["model"]))
+    faceless = sum(1 for n in videos["n_faces"] if n == 0)
+    page = ("<!doctype html><html><head><meta charset=utf-8><title>dfd report</title>"
+            f"<style>{_CSS}</style></head><body><h1>Deepfake detection report</h1>"
+            f"<p>model: {html.escape(', '.join(model) or '–')}; {len(videos['video'])} videos "
+            f"({faceless} without a face, scored 0.5), {len(frames['video'])} face crops."
+            f"</p><p class=note>{html.escape(NO_LABELS.format(n=len(videos['video'])))}.</p>"
+            "</body></html>\n")
+    path = out / REPORT
+    tmp = out / f".{REPORT}.tmp"
+    tmp.write_text(page)
+    os.replace(tmp, path)
+    write_submission(dict(zip(videos["video"], videos["p_fake"])), out / SUBMISSION)
+    return path
+
+
 def render_report(predictions_dir: str | Path, out_dir: str | Path, *,
                   run_dir: str | Path | None = None) -> Path:
     """Write ``report.html``, its PNGs and a Kaggle ``submission.csv`` of the video scores
@@ -265,6 +289,8 @@ def render_report(predictions_dir: str | Path, out_dir: str | Path, *,
 
     f = metrics.labelled(frames)
     v = metrics.labelled(videos)
+    if videos["video"] and not len(v["label"]):
+        return _render_unlabelled(frames, videos, out)
     levels = {"video": (v["label"], v["p_fake"]), "frame": (f["label"], f["p_fake"])}
     rules = compare_aggregations(frames, videos)
     figures = {

@@ -21,6 +21,13 @@ def register(sub) -> None:
     p.add_argument("--run-dir", required=True, metavar="URI", help="run dir of `dfd train`")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--csv", metavar="PATH", help="also write a Kaggle submission CSV")
+    p.add_argument("--videos", metavar="CSV",
+                   help="the submission's rows and columns, in order (e.g. Kaggle's "
+                        "sample_submission.csv); a video not scored gets 0.5")
+    p.add_argument("--out", metavar="DIR",
+                   help="also write a predictions folder (frame and video predictions, "
+                        "metrics.json) that `dfd report` renders; unlabelled videos such "
+                        "as Kaggle's test_videos get scores and no metrics")
     p.add_argument("--aggregation", default="mean",
                    help="video score from crop scores: mean (default), median, max, confident")
     p.add_argument("--batch-size", type=int, default=64, help="crops per model call")
@@ -73,6 +80,7 @@ def _table(results: list[dict]) -> str:
 
 def run(args) -> int:
     from dfd import aggregate, predict, submission
+    from dfd.errors import DfdError
     from dfd.faces import get_detector
 
     aggregate.get(args.aggregation)
@@ -87,10 +95,14 @@ def run(args) -> int:
                    "; the training data's manifest holds only a hash of its settings, which "
                    "these do not reproduce: pass the flags it was preprocessed with")
     print(f"dfd predict: {source}", file=sys.stderr)
+    if args.videos and not args.csv:
+        raise DfdError("--videos orders the rows of --csv: give --csv PATH too")
+    template = submission.read_template(args.videos) if args.videos else None
+    crops: list[dict] = []
     results, failures = predict.predict_videos(
         args.paths, model=predict.load_model_files(files), model_name=name, cfg=cfg,
         detector=get_detector(cfg.detector), rule=args.aggregation,
-        batch_size=args.batch_size)
+        batch_size=args.batch_size, crops=crops)
     for failure in failures:
         print(f"dfd predict: error: {failure.line()}", file=sys.stderr)
     if args.json:
@@ -102,5 +114,14 @@ def run(args) -> int:
     elif results:
         print(_table(results))
     if args.csv:
-        submission.write_submission({r["video"]: r["p_fake"] for r in results}, args.csv)
+        submission.write_submission({r["video"]: r["p_fake"] for r in results}, args.csv,
+                                    template=template)
+    if args.out:
+        from dfd import evaluation
+
+        videos = [predict.video_prediction(r) for r in results]
+        evaluation.write_evaluation(args.out, crops, videos,
+                                    evaluation.evaluate_predictions(crops, videos))
+        print(f"dfd predict: predictions of {len(videos)} video(s) in {args.out} "
+              f"(dfd report --predictions {args.out} ...)", file=sys.stderr)
     return 1 if failures else 0

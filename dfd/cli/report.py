@@ -23,11 +23,13 @@ def run(args) -> int:
     from dfd import report, submission
 
     path = report.render_report(args.predictions, args.out, run_dir=args.run_dir)
+    _, videos, _ = report.read_predictions(args.predictions)
     if args.videos:
-        _, videos, _ = report.read_predictions(args.predictions)
         n = submission.write_submission(dict(zip(videos["video"], videos["p_fake"])),
                                         Path(args.out) / report.SUBMISSION,
-                                        videos=submission.read_videos(args.videos))
+                                        template=submission.read_template(args.videos))
         print(f"submission for {n} videos from {args.videos}")
+    if videos["video"] and all(label is None for label in videos["label"]):
+        print(report.NO_LABELS.format(n=len(videos["video"])))
     print(path)
     return 0
