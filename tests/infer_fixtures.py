@@ -14,17 +14,11 @@ import schemas
 from dfd import manifest as mf
 from dfd import output_tree as ot
 from dfd import shards
+from dfd.synth.photos import portrait_pixels
 
 
 def photos() -> list[np.ndarray]:
-    import matplotlib.cbook
-    import skimage.data
-
-    hopper = cv2.imread(str(matplotlib.cbook.get_sample_data("grace_hopper.jpg",
-                                                             asfileobj=False)))
-    camera = skimage.data.camera()
-    return [skimage.data.astronaut(), np.stack([camera] * 3, axis=-1),
-            cv2.cvtColor(hopper, cv2.COLOR_BGR2RGB)]
+    return [portrait_pixels(name) for name in ("astronaut", "camera", "grace_hopper")]
 
 
 def crop_jpeg(photo: np.ndarray, rng: np.random.Generator, *, fake: bool) -> bytes:

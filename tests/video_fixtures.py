@@ -17,25 +17,18 @@ import av
 import cv2
 import numpy as np
 
+from dfd.synth.photos import portrait_pixels
+
 _ROOT = Path(tempfile.mkdtemp(prefix="dfd-video-tests-"))
 atexit.register(shutil.rmtree, _ROOT, ignore_errors=True)
 
 
-@functools.lru_cache(maxsize=None)
 def face_photo(name: str = "astronaut") -> np.ndarray:
-    """A real face photograph, RGB uint8: scikit-image's astronaut or matplotlib's Grace
-    Hopper."""
-    if name == "astronaut":
-        import skimage.data
-
-        return skimage.data.astronaut()
-    if name == "grace_hopper":
-        from matplotlib import cbook
-        from PIL import Image
-
-        with cbook.get_sample_data("grace_hopper.jpg") as f:
-            return np.asarray(Image.open(f).convert("RGB"))
-    raise ValueError(name)
+    """A real face photograph, RGB uint8 and read-only: scikit-image's astronaut or
+    matplotlib's Grace Hopper (``dfd.synth.photos``)."""
+    if name not in ("astronaut", "grace_hopper"):
+        raise ValueError(name)
+    return portrait_pixels(name)
 
 
 # A square around each photo's face (rows, cols), so the face fills about half of it.
