@@ -79,27 +79,92 @@ def _cause(exc: BaseException) -> str:
     return (lines[-1] if lines else type(exc).__name__)[:300]
 
 
-def check_access(uri: str) -> None:
-    """Fail with one line naming uri and the cause when its bucket cannot be reached: no such
-    bucket, refused credentials, no permission, an endpoint that does not answer.
+def check_access(uri: str, *, write: bool = False) -> None:
+    """Fail with one line naming uri and the cause when its bucket cannot be used: no such
+    bucket, refused credentials, no permission to list (or, with write, to create objects)
+    under it, an endpoint that does not answer. Local paths are not checked.
 
-    For local paths and for the folder itself (which may not exist yet) it checks nothing; a
-    command calls it on each URI it will touch before any work starts."""
+    Commands call it on each URI they are given before any work starts (``dfd.cli``). It asks
+    the store's own client (boto3, google-cloud-storage), whose errors name the cause where
+    pyarrow's say only "access denied"; with write it creates and deletes one hidden object.
+    """
     if is_local(uri):
         return
     scheme, _, rest = str(uri).partition("://")
-    bucket = rest.split("/", 1)[0]
-    if not bucket:
-        raise DfdError(f"{uri}: no bucket named")
+    bucket, _, prefix = rest.partition("/")
+    if scheme not in ("s3", "gs") or not bucket:
+        raise DfdError(f"{uri}: not a bucket URI (use s3://BUCKET/... or gs://BUCKET/...)")
+    probe = "/".join(p for p in (prefix.rstrip("/"), f"_dfd-access-check-{uuid.uuid4().hex}")
+                     if p)
     try:
-        fs, _ = resolve(uri)
-        info = fs.get_file_info(bucket)
-    except (OSError, ValueError) as exc:
-        raise DfdError(f"cannot reach {scheme}://{bucket} for {uri}: "
-                       f"{_cause(exc).removeprefix(f'cannot open {uri}: ')}") from None
-    if info.type == pafs.FileType.NotFound:
-        raise DfdError(f"{uri}: bucket {scheme}://{bucket} does not exist (or these credentials "
-                       f"cannot see it)")
+        (_check_s3 if scheme == "s3" else _check_gcs)(bucket, prefix, probe if write else None)
+    except _Refused as refused:
+        raise DfdError(f"{uri}: {refused}") from None
+
+
+class _Refused(Exception):
+    """Why a bucket cannot be used, in a few words."""
+
+
+def _check_s3(bucket: str, prefix: str, probe: str | None) -> None:
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    # Few, short tries: a preflight must answer in seconds, not after the SDK's patience.
+    s3 = boto3.client("s3", config=Config(connect_timeout=5, read_timeout=20,
+                                          retries={"max_attempts": 2, "mode": "standard"}))
+    step = "list"
+    try:
+        s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
+        if probe:
+            step = "write"
+            s3.put_object(Bucket=bucket, Key=probe, Body=b"")
+            s3.delete_object(Bucket=bucket, Key=probe)
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        code, message = error.get("Code", "?"), error.get("Message", "")
+        if code == "NoSuchBucket":
+            raise _Refused(f"bucket s3://{bucket} does not exist") from None
+        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken",
+                    "ExpiredToken"):
+            raise _Refused(f"the credentials were refused ({code}: {message})") from None
+        if code in ("AccessDenied", "403", "AllAccessDisabled"):
+            raise _Refused(f"permission denied to {step} objects ({code})") from None
+        raise _Refused(f"{code}: {message}") from None
+    except BotoCoreError as exc:  # no endpoint, no credentials, a timeout
+        raise _Refused(f"cannot reach S3 ({exc})") from None
+
+
+def _check_gcs(bucket: str, prefix: str, probe: str | None) -> None:
+    from google.api_core import exceptions as gexc
+    from google.auth.exceptions import GoogleAuthError
+    from google.cloud import storage as gcs
+    import requests
+
+    step = "list"
+    try:
+        client = gcs.Client()
+        blobs = client.bucket(bucket).list_blobs(prefix=prefix, max_results=1, timeout=20,
+                                                 retry=None)
+        list(blobs)
+        if probe:
+            step = "write"
+            blob = client.bucket(bucket).blob(probe)
+            blob.upload_from_string(b"", timeout=20, retry=None)
+            blob.delete(timeout=20, retry=None)
+    except gexc.NotFound:
+        raise _Refused(f"bucket gs://{bucket} does not exist") from None
+    except gexc.Unauthorized as exc:
+        raise _Refused(f"the credentials were refused ({exc.message})") from None
+    except gexc.Forbidden as exc:
+        raise _Refused(f"permission denied to {step} objects ({exc.message})") from None
+    except gexc.GoogleAPIError as exc:
+        raise _Refused(f"{type(exc).__name__}: {exc}") from None
+    except GoogleAuthError as exc:
+        raise _Refused(f"no usable Google credentials ({exc})") from None
+    except requests.RequestException as exc:
+        raise _Refused(f"cannot reach GCS ({_cause(exc)})") from None
 
 
 def file_size(uri: str) -> int | None:

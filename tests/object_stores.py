@@ -105,14 +105,15 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def moto_s3(workdir: Path):
-    """moto's S3 server on 127.0.0.1; yields its Server."""
+def moto_s3(workdir: Path, **server_env: str):
+    """moto's S3 server on 127.0.0.1; yields its Server. server_env configures moto itself
+    (INITIAL_NO_AUTH_ACTION_COUNT=N: check credentials after the first N calls)."""
     port = free_port()
     log = workdir / "moto.log"
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
                                  "-p", str(port)], stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                env={**os.environ, **server_env}, start_new_session=True)
     endpoint = f"http://127.0.0.1:{port}"
     try:
         _wait_until_up(proc, endpoint + "/", log)

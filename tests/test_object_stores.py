@@ -106,10 +106,10 @@ def dfd_argv(*args: str) -> list[str]:
 
 
 def dfd_env(server=None, **extra) -> dict:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HOOKS), str(ROOT)]), **extra)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HOOKS), str(ROOT)]))
     if server is not None:
         env.update(server.env)
-    return env
+    return {**env, **extra}
 
 
 def dfd(*args: str, server=None, timeout: float = 300, **extra) -> subprocess.CompletedProcess:
@@ -336,3 +336,74 @@ def check_two_syncs(server, raw: str, out: str) -> None:
 def test_s3_two_syncs_on_one_bucket_output_one_stops_with_one_line(s3, s3_run):
     raw, _, _ = s3_run
     check_two_syncs(s3, raw, s3.uri("faces", "sync"))
+
+
+# ---- bad buckets: one line naming the URI and the cause, before any work ------------------------
+
+def one_error_line(done: subprocess.CompletedProcess, command: str) -> str:
+    assert done.returncode == 1, done.stderr[-3000:]
+    [line] = [l for l in done.stderr.splitlines() if l.startswith(f"dfd {command}: error: ")]
+    assert line == done.stderr.strip().splitlines()[-1]
+    return line.removeprefix(f"dfd {command}: error: ")
+
+
+def test_s3_bad_buckets_are_named_in_one_line_before_any_work(s3, s3_run, tmp_path):
+    raw, out, _ = s3_run
+    before = tree(out)
+    # A missing bucket, to read from or to write into.
+    line = one_error_line(dfd("preprocess", "--input", "s3://no-such-raw/dfdc", "--output",
+                              out, *FLAGS, server=s3), "preprocess")
+    assert line.startswith("s3://no-such-raw/dfdc: bucket s3://no-such-raw does not exist")
+    line = one_error_line(dfd("train", "--data", out, "--run-dir", "s3://no-such-runs/r1",
+                              server=s3), "train")
+    assert line.startswith("s3://no-such-runs/r1: bucket s3://no-such-runs does not exist")
+    # An endpoint nothing answers on.
+    dead = f"http://127.0.0.1:{object_stores.free_port()}"
+    started = time.monotonic()
+    line = one_error_line(dfd("preprocess", "--input", raw, "--output", out, *FLAGS,
+                              server=s3, AWS_ENDPOINT_URL=dead), "preprocess")
+    assert line.startswith(f"{raw}: cannot reach S3 (Could not connect to the endpoint URL: "
+                           f"\"{dead}/dfdc-raw?")
+    assert time.monotonic() - started < 60
+    assert tree(out) == before  # nothing was started, nothing written
+
+
+@pytest.fixture(scope="module")
+def s3_with_auth(tmp_path_factory):
+    """A second moto server that checks credentials (after a few set-up calls it lets through):
+    a user who may only read, and a bucket with one object."""
+    import boto3
+
+    folder = tmp_path_factory.mktemp("moto-auth")
+    # the start-up probe, create_user, create_access_key, put_user_policy, create_bucket,
+    # put_object
+    setup_calls = 6
+    with object_stores.moto_s3(folder, INITIAL_NO_AUTH_ACTION_COUNT=str(setup_calls)) as server:
+        with object_stores.environ(server.env):
+            iam = boto3.client("iam")
+            iam.create_user(UserName="reader")
+            key = iam.create_access_key(UserName="reader")["AccessKey"]
+            iam.put_user_policy(UserName="reader", PolicyName="read-only", PolicyDocument=json.dumps(
+                {"Version": "2012-10-17", "Statement": [{
+                    "Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetObject"],
+                    "Resource": "*"}]}))
+            s3 = boto3.client("s3")
+            s3.create_bucket(Bucket="guarded")
+            s3.put_object(Bucket="guarded", Key="raw/readme.txt", Body=b"not a part")
+        yield server, {"AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+                       "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
+
+
+def test_s3_refused_credentials_and_permissions_are_named_in_one_line(s3_with_auth):
+    server, reader = s3_with_auth
+    line = one_error_line(dfd("preprocess", "--input", "s3://guarded/raw", "--output",
+                              "s3://guarded/out", *FLAGS, server=server,
+                              AWS_ACCESS_KEY_ID="AKIAWRONGWRONGWRONG1",
+                              AWS_SECRET_ACCESS_KEY="wrong"), "preprocess")
+    assert line.startswith("s3://guarded/raw: the credentials were refused (InvalidAccessKeyId")
+    # The reader may list and read, not write: the output is refused before any work.
+    line = one_error_line(dfd("preprocess", "--input", "s3://guarded/raw", "--output",
+                              "s3://guarded/out", *FLAGS, server=server, **reader),
+                          "preprocess")
+    assert line.startswith("s3://guarded/out: permission denied to write objects "
+                           "(AccessDenied)")
