@@ -92,3 +92,63 @@ def test_the_labelled_sample_is_a_part_of_its_own(tmp_path, zipped):
     entries, rejects = dfdc.parse_metadata(raw, part=sample.part)
     assert [e.label for e in entries] == [0, 1, 1] and rejects == []
     assert sorted(openers) == sorted(META)
+
+
+@pytest.mark.slow
+def test_preprocess_reads_the_real_layouts_and_records_what_it_doubted(tmp_path):
+    """Through `dfd preprocess` on real synthetic parts: the labelled sample as part 99 (a
+    fake whose original is outside it rejected as original_missing and counted), a zip
+    holding another part's folder committed with a warning, and two copies of one part
+    failing that part alone, naming both."""
+    import shutil
+    import subprocess
+    import sys
+
+    from dfd import config, synth
+
+    made = synth.generate(tmp_path / "synth", config.SynthConfig(
+        parts=2, originals=2, fakes_per_original=1, width=320, height=180, frames=12, seed=5,
+        zipped=True, portrait_fraction=0.0, workers=1))
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    # Part 0 as the sample: its folder renamed, and one fake's original left out.
+    with zipfile.ZipFile(made[0]) as zf:
+        sample = raw / dfdc.SAMPLE_FOLDER
+        sample.mkdir()
+        meta = json.loads(zf.read(f"{dfdc.part_folder_name(0)}/{dfdc.METADATA}"))
+        for member in zf.namelist():
+            if member.endswith(".mp4"):
+                (sample / member.rsplit("/", 1)[-1]).write_bytes(zf.read(member))
+    [real, *_] = [name for name, m in meta.items() if m["label"] == "REAL"]
+    orphan = next(name for name, m in meta.items() if m.get("original") == real)
+    (sample / real).unlink()
+    meta.pop(real)
+    (sample / dfdc.METADATA).write_text(json.dumps(meta))
+    # Part 1's zip saved under part 4's name; and part 1 twice, as _1 and _01.
+    shutil.copy(made[1], raw / "dfdc_train_part_04.zip")
+    shutil.copy(made[1], raw / "dfdc_train_part_1.zip")
+    shutil.copy(made[1], raw / "dfdc_train_part_01.zip")
+
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run(
+        [sys.executable, "-m", "dfd.cli", "preprocess", "--input", str(raw), "--output",
+         str(tmp_path / "out"), "--preset", "smoke", "--frames-per-video", "3",
+         "--direct_running_mode", "in_memory", "--direct_num_workers", "1"],
+        capture_output=True, text=True, timeout=600, cwd=root)
+    assert run.returncode == 1, run.stderr[-3000:]
+    assert ("part  1: FAILED (ambiguous_part): dfdc_train_part_01.zip and "
+            "dfdc_train_part_1.zip both name part 1") in run.stdout
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())["parts"]
+    assert sorted(manifest) == ["04", "99"]
+    assert manifest["04"]["warnings"] == (
+        "dfdc_train_part_04.zip holds folder dfdc_train_part_1/, not dfdc_train_part_4/: "
+        "read as part 4, the number in its file name")
+    sample_entry = manifest["99"]
+    assert sample_entry["warnings"] is None
+    assert sample_entry["videos_in_metadata"] == len(meta)
+    import pyarrow.parquet as pq
+
+    errors = pq.read_table(tmp_path / "out" / "errors" / "part-99.parquet").to_pylist()
+    assert {(e["video"], e["reason"]) for e in errors} >= {(orphan, "original_missing")}
+    assert (sample_entry["videos_with_records"] + sample_entry["videos_rejected"]
+            + sample_entry["fakes_left_out"]) == sample_entry["videos_in_metadata"]
