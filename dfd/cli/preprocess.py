@@ -146,7 +146,7 @@ def register(sub) -> None:
 
 def print_summary(summary: dict) -> None:
     for f in summary.get("fetched", []):
-        print(f"part {f['part']:>2}: fetched {f['size']:,d} bytes from Kaggle "
+        print(f"part {f['part']:>2}: fetched {f['size']:,d} bytes "
               f"in {f['seconds']:.1f} s")
     for s in summary["committed"]:
         splits = ", ".join(f"{k} {v}" for k, v in s["records_by_split"].items()) or "none"
