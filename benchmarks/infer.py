@@ -54,10 +54,11 @@ def _untrained_run_dir(run: Path, model: str = "paper_cnn") -> Path:
     measures throughput, which training does not change."""
     import tf_keras as keras
 
+    from dfd import run_dir as rundir
     from dfd.models import build_model, save_model
 
     keras.utils.set_random_seed(0)
-    save_model(build_model(model), str(run / "model"), name=model, options={})
+    save_model(build_model(model), rundir.model_dir(str(run)), name=model, options={})
     return run
 
 
@@ -65,10 +66,11 @@ def plain_images_per_second(files: list[str], run_dir: Path, batch_size: int, *,
                             direct_call: bool = False) -> dict:
     import pyarrow.parquet as pq
 
+    from dfd import run_dir as rundir
     from dfd.images import decode_crops
     from dfd.models import load_model
 
-    model = load_model(str(run_dir / "model"))
+    model = load_model(rundir.model_dir(str(run_dir)))
     model.predict(np.zeros((1, 256, 256, 3), np.float32), verbose=0)  # build before timing
     n = 0
     start = time.perf_counter()

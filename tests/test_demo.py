@@ -10,6 +10,17 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
+# Start-up lines and logs of TensorFlow/absl/CUDA, Beam's workers and Ray (issue 19).
+CHATTER = ("failed call to cuInit", "oneDNN custom operations", "absl::InitializeLog",
+           "cudart_stub.cc", "No semi_persistent_directory", "Discarding unparseable args",
+           "apitools not found", "Token authentication is enabled", "streaming_executor",
+           "logging_progress", "core_worker.cc")
+
+
+def chatter_in(text: str) -> list[str]:
+    return [line for line in text.splitlines() if any(c in line for c in CHATTER)]
+
+
 def demo(workdir, *extra):
     return subprocess.run([sys.executable, "-m", "dfd.cli", "demo", "--workdir", str(workdir),
                            *extra], capture_output=True, text=True, timeout=1500)
@@ -43,6 +54,11 @@ def test_demo_end_to_end_then_reused(tmp_path):
     assert metrics["per_part"]["2"]["n"] == len(videos) == metrics["video"]["n"]
     assert metrics["video"]["auc"] >= 0.75, metrics["video"]
     assert "video AUC" in first.stdout and "report:" in first.stdout
+
+    # Quiet: TensorFlow's, Beam's and Ray's start-up lines and logs are in the demo's log file,
+    # not on the terminal.
+    assert not chatter_in(first.stdout + first.stderr), chatter_in(first.stdout + first.stderr)
+    assert chatter_in((work / "dfd-demo.log").read_text())
 
     # a second run reuses every finished stage
     second = demo(work)

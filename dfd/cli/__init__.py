@@ -3,17 +3,19 @@
 Each subcommand is a module in this package exposing ``register(subparsers)``, which adds its
 parser and sets ``func`` to a callable taking the parsed args and returning an exit status.
 Exit codes: 0 ok, 2 bad usage (argparse), 1 failure. Errors print as one line; ``--verbose``
-adds the traceback. This is the only place in ``dfd`` that reaches into ``pipelines`` and
-``ray_jobs``, and it imports them only inside the subcommand that runs them.
+adds the traceback. A subcommand that names its folder (``set_defaults(log_dir=<arg name>)``)
+keeps the libraries' chatter in a log file there (``dfd.cli.logs``). This is the only place in
+``dfd`` that reaches into ``pipelines`` and ``ray_jobs``, and it imports them only inside the
+subcommand that runs them.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import logging
-import os
 import pkgutil
 import sys
+import traceback
 
 log = logging.getLogger("dfd")
 
@@ -22,29 +24,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dfd", description="Deepfake-video detection: DFDC parts -> face shards -> CNN.")
     parser.add_argument("-v", "--verbose", action="store_true",
-                        help="debug logging and full tracebacks")
+                        help="everything on the terminal: the libraries' logs and start-up "
+                             "lines (otherwise in dfd-<command>.log), debug logging and full "
+                             "tracebacks")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if info.name.startswith("_"):
+        if info.name.startswith("_") or info.name == "logs":
             continue
         importlib.import_module(f"{__name__}.{info.name}").register(sub)
     return parser
 
 
-def _setup_logging(verbose: bool, quiet: bool) -> None:
-    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S", stream=sys.stderr)
-    if not verbose:
-        # TensorFlow's C++ banner and Ray's start-up chatter are noise for a CLI user.
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        for noisy in ("tensorflow", "absl", "ray", "apache_beam"):
-            logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
-
-
 def main(argv: list[str] | None = None) -> int:
-    from dfd.errors import DfdError
+    from dfd.cli import logs
 
     parser = build_parser()
     # Subcommands that launch Beam pass unknown flags through to it (--runner=..., --project=...).
@@ -52,24 +45,37 @@ def main(argv: list[str] | None = None) -> int:
     if unknown and not getattr(args, "accepts_unknown", False):
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.unknown = unknown
-    _setup_logging(args.verbose, args.quiet)
+    log_dir = getattr(args, "log_dir", None)
+    with logs.command_output(args.command, directory=getattr(args, log_dir) if log_dir else None,
+                             verbose=args.verbose, quiet=args.quiet) as output:
+        status, error = _run(args, keep_traceback=output.path is not None)
+    if error:
+        print(f"dfd {args.command}: {error}{output.where()}", file=sys.stderr)
+    return status
+
+
+def _run(args, *, keep_traceback: bool) -> tuple[int, str | None]:
+    """The subcommand's exit status, and its error as one line (None when it succeeded)."""
+    from dfd.errors import DfdError
+
     try:
-        status = args.func(args)
+        return int(args.func(args) or 0), None
     except KeyboardInterrupt:
-        print("dfd: interrupted", file=sys.stderr)
-        return 130
+        return 130, "interrupted"
     except (DfdError, OSError, ValueError) as exc:
-        if args.verbose:
-            log.exception("failed")
-        print(f"dfd {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        _traceback(args, keep_traceback)
+        return 1, f"error: {exc}"
     except Exception as exc:  # anything unexpected: still one line unless --verbose
-        if args.verbose:
-            log.exception("failed")
-        print(f"dfd {args.command}: error: {type(exc).__name__}: {exc} "
-              f"(run with --verbose for the traceback)", file=sys.stderr)
-        return 1
-    return int(status or 0)
+        _traceback(args, keep_traceback)
+        hint = "" if keep_traceback else " (run with --verbose for the traceback)"
+        return 1, f"error: {type(exc).__name__}: {exc}{hint}"
+
+
+def _traceback(args, keep_traceback: bool) -> None:
+    if args.verbose:
+        log.exception("failed")
+    elif keep_traceback:
+        traceback.print_exc(file=sys.stderr)  # the log file, while the command runs
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ def register(sub) -> None:
     p.add_argument("--originals", type=int, help="REAL videos per part (preset's otherwise)")
     p.add_argument("--epochs", type=int, help="training epochs (preset's otherwise)")
     p.add_argument("--fresh", action="store_true", help="delete the workdir first")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, log_dir="workdir")
 
 
 def _header(n: int, title: str) -> None:
@@ -145,6 +145,10 @@ def run(args) -> int:
     print_table(evaluated)
     report = evaluation / "report" / "report.html"
     print(f"\nreport: {report if report.exists() else evaluation}")
+    if not getattr(args, "verbose", False):
+        from dfd.cli.logs import log_name
+
+        print(f"libraries' output (TensorFlow, Beam, Ray): {work / log_name('demo')}")
     print("stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items())
           + f"; total {time.perf_counter() - t_start:.0f}")
     return 0

@@ -28,7 +28,7 @@ def register(sub) -> None:
     p.add_argument("--no-report", dest="report", action="store_false",
                    help="write predictions and metrics only")
     p.add_argument("--address", help="an existing Ray cluster (e.g. ray://head:10001 or auto)")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, log_dir="out")
 
 
 def run(args) -> int:

@@ -141,7 +141,7 @@ def register(sub) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_arguments(p)
     p.add_argument("--summary-json", help="also write the run summary to this file")
-    p.set_defaults(func=run, accepts_unknown=True)
+    p.set_defaults(func=run, accepts_unknown=True, log_dir="output")
 
 
 def print_summary(summary: dict) -> None:

@@ -52,7 +52,7 @@ def register(sub) -> None:
     p.add_argument("--gpus-per-actor", type=float)
     p.add_argument("--aggregation", help="frame-to-video rule: mean, median, max, confident")
     p.add_argument("--address", help="an existing Ray cluster (default: a local Ray)")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, log_dir="out")
 
 
 def run(args) -> int:

@@ -33,7 +33,7 @@ def register(sub) -> None:
     p.add_argument("--max-failures", type=int, help="worker-group restarts before giving up")
     p.add_argument("--seed", type=int)
     p.add_argument("--address", help="an existing Ray cluster (e.g. ray://head:10001 or auto)")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, log_dir="run_dir")
 
 
 def run(args) -> int:
