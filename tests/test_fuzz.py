@@ -23,15 +23,8 @@ import schemas
 from dfd import dfdc, shards
 from dfd.plan import plan_part
 from pipelines import sources
-from tests.hostile_corpus import (
-    Member,
-    member,
-    metadata_json,
-    symlink,
-    write_zip_part,
-    zip_bomb,
-    zip_bytes,
-)
+from tests.hostile_corpus import (Member, member, metadata_json, symlink, write_zip_part, zip_bomb,
+                                  zip_bytes)
 
 FUZZ = settings(max_examples=200, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow])

@@ -16,15 +16,8 @@ from dfd.faces import get_detector
 from dfd.faces.boxes import iou
 from dfd.process import STATS, VideoRef, process_group
 from dfd.video import sample_frame_indices
-from tests.video_fixtures import (
-    background,
-    clip,
-    face_patch,
-    noise_clip,
-    synth_part,
-    truncated_copy,
-    write_clip,
-)
+from tests.video_fixtures import (background, clip, face_patch, noise_clip, synth_part,
+                                  truncated_copy, write_clip)
 
 CFG = PreprocessConfig()  # the paper's 5 random frames, RetinaFace, JPEG q95
 

@@ -11,29 +11,11 @@ import pytest
 
 from dfd.config import Limits
 from dfd.errors import DfdError
-from dfd.video import (
-    DecodeTimeout,
-    FrameTooLarge,
-    NoFrames,
-    TooManyFrames,
-    TruncatedVideo,
-    UnreadableVideo,
-    VideoError,
-    VideoInfo,
-    VideoTooLarge,
-    open_video,
-    probe_video,
-    read_frames,
-    sample_frame_indices,
-)
-from tests.video_fixtures import (
-    clip,
-    face_frames,
-    noise_clip,
-    reference_decode,
-    truncated_copy,
-    write_clip,
-)
+from dfd.video import (DecodeTimeout, FrameTooLarge, NoFrames, TooManyFrames, TruncatedVideo,
+                       UnreadableVideo, VideoError, VideoInfo, VideoTooLarge, open_video,
+                       probe_video, read_frames, sample_frame_indices)
+from tests.video_fixtures import (clip, face_frames, noise_clip, reference_decode, truncated_copy,
+                                  write_clip)
 
 # ---- sampling -----------------------------------------------------------------------------------
 
