@@ -407,3 +407,43 @@ def test_s3_refused_credentials_and_permissions_are_named_in_one_line(s3_with_au
                           "preprocess")
     assert line.startswith("s3://guarded/out: permission denied to write objects "
                            "(AccessDenied)")
+
+
+# ---- GCS: what differs (its filesystems, Beam's GCS client, the lease's generations) ------------
+
+def test_gcs_preprocess_meets_the_output_contract_and_a_second_run_is_a_no_op(gcs, gcs_run,
+                                                                               local_clean):
+    raw, out, first = gcs_run
+    assert "part  1: 4 videos, 4 with faces" in first.stdout
+    assert_same_as_local(out, local_clean)
+    before = {k: v for k, v in tree(out).items() if k != "_last_run.json"}
+    again = dfd("preprocess", "--input", raw, "--output", out, *FLAGS, *IN_MEMORY, server=gcs)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.splitlines()[:2] == ["part  0: already committed, skipped",
+                                             "part  1: already committed, skipped"]
+    assert {k: v for k, v in tree(out).items() if k != "_last_run.json"} == before
+    line = one_error_line(dfd("preprocess", "--input", "gs://no-such-raw/dfdc", "--output", out,
+                              *FLAGS, server=gcs), "preprocess")
+    assert line.startswith("gs://no-such-raw/dfdc: bucket gs://no-such-raw does not exist")
+
+
+def test_gcs_lease_holds_renews_and_releases_by_generation(gcs):
+    out = gcs.make_bucket("leases") + "/out"
+    with Lease(out, ttl_s=60) as lease:
+        first = read_lease(out).expires_at()
+        with pytest.raises(LeaseHeld, match="is leased by sync"):
+            Lease(out, ttl_s=60).acquire()
+        time.sleep(0.01)
+        lease.renew()  # a write conditioned on the generation it last wrote
+        assert read_lease(out).holder == lease.holder and read_lease(out).expires_at() > first
+    assert read_lease(out) is None
+    storage.write_bytes(f"{out}/{LEASE}", stale_record())
+    taker = Lease(out, ttl_s=60)
+    taker.acquire()
+    assert read_lease(out).holder == taker.holder
+    taker.release()
+
+
+def test_gcs_two_syncs_on_one_bucket_output_one_stops_with_one_line(gcs, gcs_run):
+    raw, _, _ = gcs_run
+    check_two_syncs(gcs, raw, gcs.uri("faces", "sync"))
