@@ -231,3 +231,34 @@ def test_unknown_split_is_a_programming_error(detector):
     original, fakes, _ = synth_groups()[0]
     with pytest.raises(ValueError, match="split"):
         process_group(original, fakes, split="holdout", cfg=CFG, detector=detector)
+
+
+@pytest.mark.slow
+def test_the_pipeline_emits_process_groups_counters_as_beam_counters(detector):
+    import apache_beam as beam
+    from apache_beam.metrics.metric import MetricsFilter
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from dfd.dfdc import Entry
+    from dfd.plan import Unit
+    from dfd.process import STATS
+    from pipelines.transforms import NAMESPACE, ProcessUnits
+
+    original, fakes, _ = synth_groups()[0]
+    unit = Unit(part=0, original=Entry(original.name, original.label, original.name),
+                fakes=tuple(Entry(f.name, f.label, original.name) for f in fakes),
+                split="train", shard=0)
+    paths = {r.name: r.source for r in [original, *fakes]}
+    expected = Counter()
+    process_group(original, fakes, split="train", cfg=CFG, detector=detector, stats=expected)
+
+    pipeline = beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner"]))
+    _ = pipeline | beam.Create([(unit, paths)]) | ProcessUnits(CFG)  # a path is a source
+    result = pipeline.run()
+    result.wait_until_finish()
+    counters = {m.key.metric.name: m.committed for m in result.metrics().query(
+        MetricsFilter().with_namespace(NAMESPACE))["counters"]}
+    assert counters["units_processed"] == 1
+    counted = {name: counters.get(name, 0) for name in STATS if not name.endswith("_ms")}
+    assert counted == {name: expected[name] for name in STATS if not name.endswith("_ms")}
+    assert counted["videos"] == 1 + len(fakes) and counted["records"] > 0
