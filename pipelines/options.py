@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import os
 
-from apache_beam.options.pipeline_options import (
-    DirectOptions,
-    PipelineOptions,
-    StandardOptions,
-    WorkerOptions,
-)
+from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions,
+                                                  StandardOptions, WorkerOptions)
 
 DIRECT_RUNNERS = ("DirectRunner", "direct")
 
