@@ -30,9 +30,9 @@ FRAMES_PER_VIDEO = 5
 
 _CHILD = r"""
 import json, resource, sys, time
-from pipelines import preprocess
+from dfd.cli.preprocess import run_argv
 t = time.perf_counter()
-summary = preprocess.run(sys.argv[1:])
+summary = run_argv(sys.argv[1:])
 print(json.dumps({"seconds": time.perf_counter() - t,
                   "worker_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
                   "launcher_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

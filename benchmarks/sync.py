@@ -30,8 +30,8 @@ SYNC_FLAGS = ["--preset", "paper"]
 def _committed_output(out: Path, sizes: dict[int, int]) -> None:
     """A manifest listing every part as committed from the Kaggle file under the sync's config."""
     from dfd import manifest as mf
-    from dfd.cli.preprocess import add_processing_arguments
-    from pipelines.preprocess import config_from_args, part_config_hash
+    from dfd.cli.preprocess import add_processing_arguments, config_from_args
+    from dfd.config import part_config_hash
 
     parser = argparse.ArgumentParser()
     add_processing_arguments(parser)

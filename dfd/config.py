@@ -99,6 +99,9 @@ class InferConfig:
 JOBS = {"synth": SynthConfig, "preprocess": PreprocessConfig, "train": TrainConfig,
         "infer": InferConfig}
 
+# What every command starts from unless told otherwise (`dfd demo` runs `smoke`, its size).
+DEFAULT_PRESET = "paper"
+
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {
         "synth": SynthConfig(parts=3, originals=6, fakes_per_original=2, width=480, height=272,

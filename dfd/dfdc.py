@@ -313,3 +313,17 @@ def read_member(zf: zipfile.ZipFile, member: str, *, max_bytes: int) -> bytes:
     if len(data) > max_bytes:
         raise ValueError(f"{member} inflates past {max_bytes} bytes (zip bomb?)")
     return data
+
+
+def check_part_source(input: str | None, links: str | None, staging: str | None) -> None:
+    """One source of parts: a folder or bucket of parts (``input``), or parts to fetch (a
+    ``links`` file, a ``kaggle://`` input) that need ``staging`` to be kept in. Checked before
+    Beam loads, so a wrong command fails at once."""
+    if links and input:
+        raise DfdError("--links and --input are two sources of parts: give one")
+    if not links and not input:
+        raise DfdError("no parts to process: give --input (a folder of parts) or --links FILE")
+    fetched = links or input.startswith("kaggle://")
+    if fetched and not staging:
+        raise DfdError(f"{'--links' if links else input} needs --staging: a folder or "
+                       f"gs:// / s3:// URI where the fetched parts are kept")

@@ -22,13 +22,13 @@ from dfd import manifest as mf
 from dfd import output_tree as ot
 from dfd import run_dir as rundir
 from dfd.config import PreprocessConfig
+from dfd.errors import DfdError
 
 log = logging.getLogger(__name__)
 
 VIDEO_SUFFIX = ".mp4"
 NO_FACE_REASON = "no_face"
 NO_PART = -1  # the part of a video outside any DFDC part folder (e.g. Kaggle's test_videos/)
-MANIFEST_SETTINGS = "preprocess"  # manifest key holding the PreprocessConfig, when recorded
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,9 +51,8 @@ class VideoFailure:
 
 # ---- settings ----------------------------------------------------------------------------------
 
-def recorded_settings(run_dir: str | None) -> tuple[PreprocessConfig | None, str]:
-    """The preprocessing settings of the data a run was trained on, if its manifest records
-    them, and a description of where they came from (or why they could not be found)."""
+def _training_manifest(run_dir: str | None) -> tuple[dict | None, str]:
+    """The manifest of the data a run was trained on, or None and why it is not there."""
     if run_dir is None:
         return None, "no run dir"
     text = storage.read_text(rundir.config_path(run_dir))
@@ -63,30 +62,29 @@ def recorded_settings(run_dir: str | None) -> tuple[PreprocessConfig | None, str
     if not data:
         return None, f"{rundir.CONFIG} names no training data"
     try:
-        manifest_text = storage.read_text(ot.manifest_path(data))
-    except (OSError, ValueError) as exc:
+        return mf.read(data, required=True), ot.manifest_path(data)
+    except (OSError, DfdError) as exc:
         return None, f"the training data's manifest is unreadable ({exc})"
-    if not manifest_text:
-        return None, f"{ot.manifest_path(data)} is missing"
-    manifest = json.loads(manifest_text)
-    recorded = manifest.get(MANIFEST_SETTINGS)
-    if isinstance(recorded, dict):
-        return (dfd_config.from_dict(PreprocessConfig, recorded),
-                f"recorded in {ot.manifest_path(data)}")
-    return None, f"{ot.manifest_path(data)} does not record them"
+
+
+def recorded_settings(run_dir: str | None) -> tuple[PreprocessConfig | None, str]:
+    """The preprocessing settings of the data a run was trained on, as its manifest records
+    them, and a description of where they came from (or why they could not be found)."""
+    manifest, where = _training_manifest(run_dir)
+    if manifest is None:
+        return None, where
+    recorded = mf.recorded_settings(manifest)
+    if len(recorded) == 1:
+        return dfd_config.from_dict(PreprocessConfig, recorded[0]), f"recorded in {where}"
+    if recorded:
+        return None, f"{where} records {len(recorded)} different settings for its parts"
+    return None, f"{where} does not record them"
 
 
 def data_config_hashes(run_dir: str | None) -> set[str]:
     """The config hashes the training data's manifest lists for its parts (empty if none)."""
-    try:
-        text = storage.read_text(rundir.config_path(run_dir)) if run_dir else None
-        data = json.loads(text).get("data") if text else None
-        manifest_text = storage.read_text(ot.manifest_path(data)) if data else None
-    except (OSError, ValueError):
-        return set()
-    if not manifest_text:
-        return set()
-    return {p["config_hash"] for p in mf.loads(manifest_text)["parts"].values()}
+    manifest, _ = _training_manifest(run_dir)
+    return {p["config_hash"] for p in manifest["parts"].values()} if manifest else set()
 
 
 def part_config_hashes(cfg: PreprocessConfig) -> set[str]:
@@ -147,7 +145,6 @@ def _folder_metadata(folder: Path) -> dict[str, dfdc.Entry]:
 def read_model_files(run_dir: str) -> tuple[dict[str, bytes], str]:
     """The saved model's files and its identifier (``<model name>@<run dir name>``); the run
     dir may be local, gs:// or s3://."""
-    from dfd.errors import DfdError
     from dfd.models import MODEL_JSON, WEIGHTS_H5
 
     files = {}
@@ -169,7 +166,6 @@ def check_model_files(files: dict[str, bytes], run_dir: str) -> dict:
     rather than a failure inside every inference actor."""
     import tempfile
 
-    from dfd.errors import DfdError
     from dfd.models import WEIGHTS_H5, check_weights_file, read_model_spec
 
     with tempfile.TemporaryDirectory(prefix="dfd-model-") as tmp:

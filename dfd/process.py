@@ -16,6 +16,7 @@ from typing import BinaryIO, Callable, Sequence
 import numpy as np
 
 import schemas
+from dfd import dfdc
 from dfd.config import PreprocessConfig
 from dfd.crop import crop_face, encode_crop
 from dfd.faces import Detector, Face, detector_options
@@ -161,8 +162,7 @@ def process_video(ref: VideoRef, *, split: str, cfg: PreprocessConfig, detector:
 
 
 def _reject(ref: VideoRef, reason: str, detail: str) -> dict:
-    return schemas.validate({"video": ref.name, "part": ref.part, "reason": reason,
-                             "detail": detail[:500]}, schemas.REJECT)
+    return schemas.validate(dfdc.reject(ref.name, ref.part, reason, detail), schemas.REJECT)
 
 
 def process_group(original: VideoRef | None, fakes: Sequence[VideoRef], *, split: str,

@@ -28,7 +28,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from dfd import manifest as mf
-from dfd import metrics, report, storage
+from dfd import evaluation, report, storage
 from dfd.errors import DfdError
 from dfd.output_tree import join, part_folder
 
@@ -133,10 +133,8 @@ def _rebuild(report_dir: str, parts: list[int], *, model: str, run_dir: str | No
     combined = {name: pa.concat_tables([
         _read_table(join(report_dir, PARTS, part_folder(p), name)) for p in parts])
         for name in _TABLES}
-    cols = ("label", "p_fake", "part")
-    evaluated = metrics.evaluate(
-        {k: combined[report.FRAME_PREDICTIONS][k].to_pylist() for k in cols},
-        {k: combined[report.VIDEO_PREDICTIONS][k].to_pylist() for k in cols})
+    evaluated = evaluation.evaluate_predictions(combined[report.FRAME_PREDICTIONS].to_pydict(),
+                                                combined[report.VIDEO_PREDICTIONS].to_pydict())
     evaluated["run"] = {"model": model, "run_dir": str(run_dir) if run_dir else None,
                         "parts": parts, "split": None, "report": "generalization"}
     metrics_json = (json.dumps(evaluated, indent=2, sort_keys=True) + "\n").encode()

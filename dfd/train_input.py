@@ -33,18 +33,10 @@ INDEX_COLUMNS = ("video", "original", "label")
 SHUFFLE_BUFFER = 2048  # encoded crops (about 20 KB each) held for the local shuffle
 
 
-def read_manifest(data: str) -> dict:
-    text = storage.read_text(output_tree.manifest_path(data))
-    if text is None:
-        raise DfdError(f"{data} has no {output_tree.MANIFEST}: not a face-shard tree "
-                       f"(make one with `dfd preprocess`)")
-    return manifest.loads(text)
-
-
 def find_shards(data: str, split: str) -> list[str]:
     """The Parquet shards of one split in the committed parts of a face-shard tree, sorted."""
     fs, root = storage.resolve(data)
-    parts = sorted(int(k) for k in read_manifest(data)["parts"])
+    parts = sorted(int(k) for k in manifest.read(data, required=True)["parts"])
     pattern = output_tree.shard_glob(root, "parquet", split).rsplit("/", 1)[1]
     found = []
     for part in parts:

@@ -29,7 +29,6 @@ import dfd
 import schemas
 from dfd import manifest as mf
 from dfd import output_tree as ot
-from pipelines.transforms import accounting_holds
 
 log = logging.getLogger(__name__)
 
@@ -194,9 +193,11 @@ def _manifest_entry(s: dict, spec: dict, config_hash: str) -> dict:
     }
 
 
-def commit_parts(summaries, *, output: str, specs: dict, config_hashes: dict) -> dict:
+def commit_parts(summaries, *, output: str, specs: dict, config_hashes: dict,
+                 settings: dict | None = None) -> dict:
     """Commit every summarized part that is whole; return the run summary (also written to
-    <out>/_last_run.json)."""
+    <out>/_last_run.json). ``settings`` (the PreprocessConfig as a dict) is recorded in the
+    manifest as what the parts' config hashes stand for."""
     summaries = sorted(summaries, key=lambda s: s["part"])
     manifest = read_manifest(output)
     committed, failed = [], []
@@ -214,7 +215,7 @@ def commit_parts(summaries, *, output: str, specs: dict, config_hashes: dict) ->
                 clear_staging(output, part)
             failed.append({"part": part, "reason": reason, "detail": detail})
             continue
-        if not accounting_holds(s):
+        if not mf.accounting_holds(s):
             failed.append({"part": part, "reason": "accounting",
                            "detail": f"counts do not add up: {json.dumps(s)}"})
             log.error("part %d not committed: accounting does not add up", part)
@@ -226,7 +227,8 @@ def commit_parts(summaries, *, output: str, specs: dict, config_hashes: dict) ->
             write_manifest(output, manifest)
         promote_part(output, part)
         manifest = mf.with_parts(manifest, [_manifest_entry(s, specs[part],
-                                                            config_hashes[part])])
+                                                            config_hashes[part])],
+                                 settings=settings)
         write_manifest(output, manifest)  # one rename per part: a crash loses at most this one
         FileSystems.delete([ot.commit_journal_path(output, part)])
         committed.append(s)

@@ -78,12 +78,12 @@ class LinksSource:
         return part_links.PartLinks(list(self.links), retry=retry, scratch_dir=scratch_dir)
 
 
-def source_of(args) -> KaggleSource | LinksSource | None:
-    """What the fetch stage fetches from: --links FILE, a kaggle:// --input, or None (the
+def source_of(input: str | None, links: str | None) -> KaggleSource | LinksSource | None:
+    """What the fetch stage fetches from: a links file, a kaggle:// input, or None (the
     input is a folder of parts already)."""
-    if getattr(args, "links", None):
-        return LinksSource(args.links, tuple(part_links.read_links(args.links)))
-    competition = competition_of(args.input)
+    if links:
+        return LinksSource(links, tuple(part_links.read_links(links)))
+    competition = competition_of(input) if input else None
     return KaggleSource(competition) if competition else None
 
 

@@ -2,33 +2,33 @@
 
     dfd preprocess --input data/dfdc --output data/faces [--parts 0-9] [--test-parts 9]
 
-Runs on the DirectRunner (multi_processing, one worker per core) by default; every Beam flag
-passes through untouched, so ``--runner=DataflowRunner --project=... --region=...`` (or Flink,
-Spark) runs the same code. Parts already committed from the same source and config are skipped.
-A run first rolls back any commit a killed run left unfinished (``pipelines.commit.recover``)
-and clears what it staged, so a killed run is simply run again; if a worker dies the run fails
-with one line naming the parts it left uncommitted.
-``--links FILE --staging URI`` (the signed part links of the competition's data page) first
-fetches the parts that need it into staging (``pipelines.fetch``), then processes them from
-there.
+``run_preprocess(input, output, cfg, ...)`` is the entry point (`dfd preprocess` and `dfd
+sync` call it). It runs on the DirectRunner (multi_processing, one worker per core) by
+default; ``beam_args`` pass through untouched, so ``--runner=DataflowRunner --project=...
+--region=...`` (or Flink, Spark) runs the same code. Parts already committed from the same
+source and config are skipped. A run first rolls back any commit a killed run left unfinished
+(``pipelines.commit.recover``) and clears what it staged, so a killed run is simply run again;
+if a worker dies the run fails with one line naming the parts it left uncommitted.
+``links`` (the signed part links of the competition's data page) or a ``kaggle://`` input first
+fetches the parts that need it into ``staging`` (``pipelines.fetch``), then processes them
+from there.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
 import time
+from typing import Callable, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from dfd import config as cfgmod
-from dfd.config import part_config_hash
 from dfd import dfdc
 from dfd import manifest as mf
 from dfd import output_tree as ot
-from dfd.cli.preprocess import add_arguments, check_staging, limits_from_args
+from dfd.config import part_config_hash
 from dfd.errors import DfdError
 from pipelines import commit, fetch, sources
 from pipelines.options import pipeline_options
@@ -36,30 +36,6 @@ from pipelines.transforms import (BROKEN, OUTCOMES, REJECTS, PlanParts, ProcessU
                                   SummarizeParts, WriteShards)
 
 log = logging.getLogger(__name__)
-
-
-def config_from_args(args) -> cfgmod.PreprocessConfig:
-    fpo = args.fakes_per_original
-    if fpo is not None and fpo != "all":
-        try:
-            fpo = int(fpo)
-        except ValueError:
-            raise DfdError(f"--fakes-per-original must be a number or 'all', got {fpo!r}")
-    test_parts = dfdc.parse_part_selection(args.test_parts)
-    base = cfgmod.preset("preprocess", args.preset)
-    cfg = cfgmod.override(
-        base, frames_per_video=args.frames_per_video, sampling=args.sampling,
-        detector=args.detector, margin=args.margin, image_format=args.image_format,
-        shards_per_split=args.shards_per_split, seed=args.seed,
-        validation_fraction=args.validation_fraction,
-        test_parts=tuple(sorted(test_parts)) if test_parts is not None else None,
-        limits=limits_from_args(args, base.limits))
-    if fpo == "all":
-        cfg = dataclasses.replace(cfg, fakes_per_original=None)
-    elif fpo is not None:
-        cfg = dataclasses.replace(cfg, fakes_per_original=fpo)
-    return cfg
-
 
 
 def build(p: beam.Pipeline, specs: list[sources.PartSpec], *, output: str,
@@ -75,50 +51,49 @@ def build(p: beam.Pipeline, specs: list[sources.PartSpec], *, output: str,
                  | "SummarizeParts" >> SummarizeParts(output, cfg.shards_per_split))
     spec_dicts = {s.part: dataclasses.asdict(s) for s in specs}
     hashes = {s.part: part_config_hash(cfg, s.part) for s in specs}
+    # What the config hashes stand for; which parts are held out is in each hash already.
+    settings = cfgmod.to_dict(dataclasses.replace(cfg, test_parts=()))
     return (summaries
             | "AllParts" >> beam.combiners.ToList()
             | "Commit" >> beam.Map(commit.commit_parts, output=output, specs=spec_dicts,
-                                   config_hashes=hashes))
+                                   config_hashes=hashes, settings=settings))
 
 
-def run(argv: list[str] | None = None) -> dict:
-    """Run the pipeline; returns the run summary (committed parts, failed parts, skipped)."""
-    parser = argparse.ArgumentParser(prog="dfd preprocess", description=__doc__.split("\n")[0])
-    add_arguments(parser)
-    args, beam_args = parser.parse_known_args(argv)
-    return run_with(args, beam_args)
-
-
-def run_with(args, beam_args: list[str], *, before_processing=None) -> dict:
-    """The run behind `dfd preprocess` (and `dfd sync`); before_processing() is called after
-    any fetch stage, just before the processing pipeline starts (a sync checks its lease)."""
-    cfg = config_from_args(args)
-    selection = dfdc.parse_part_selection(args.parts)
-    options = pipeline_options(beam_args, direct_running_mode="multi_processing")
+def run_preprocess(input: str | None, output: str, cfg: cfgmod.PreprocessConfig, *,
+                   parts: set[int] | None = None, links: str | None = None,
+                   staging: str | None = None, force: bool = False,
+                   beam_args: Sequence[str] = (),
+                   before_processing: Callable[[], None] | None = None) -> dict:
+    """Preprocess the parts of ``input`` (a folder or bucket of parts, or ``kaggle://...``) or
+    of the ``links`` file (fetched into ``staging`` first) into ``output``; ``parts`` selects
+    (None: all found). Returns the run summary: committed, failed and skipped parts (and
+    fetched ones). ``before_processing()`` is called after any fetch stage, just before the
+    processing pipeline starts (a sync checks its lease there)."""
+    dfdc.check_part_source(input, links, staging)
+    options = pipeline_options(list(beam_args), direct_running_mode="multi_processing")
     # Beam's s3:// and gs:// filesystems need the run's options already here, before the
     # pipeline: recovery, the manifest and part discovery go through them.
     FileSystems.set_options(options)
-    recovered = commit.recover(args.output)  # before reading what is committed
+    recovered = commit.recover(output)  # before reading what is committed
     if recovered:
         log.warning("rolled back the unfinished commit of part(s) %s left by a killed run",
                     recovered)
-    current = commit.read_manifest(args.output)
-    source, staged = args.input, None
-    fetched_from = fetch.source_of(args)  # --links FILE, or a kaggle:// input
+    current = commit.read_manifest(output)
+    source, staged, selection = input, None, parts
+    fetched_from = fetch.source_of(input, links)  # a links file, or a kaggle:// input
     if fetched_from:
-        check_staging(args)
-        staged = fetch.stage_parts(fetched_from, staging=args.staging, selection=selection,
-                                   manifest=current, force=args.force, beam_args=beam_args,
+        staged = fetch.stage_parts(fetched_from, staging=staging, selection=selection,
+                                   manifest=current, force=force, beam_args=list(beam_args),
                                    config_hash_of=lambda part: part_config_hash(cfg, part))
-        source, selection = args.staging, set(staged["to_process"])
+        source, selection = staging, set(staged["to_process"])
     found = sources.discover_parts(source, selection) if selection != set() else []
     if not found and staged is None:
-        raise DfdError(f"no DFDC parts found under {args.input}"
-                       + (f" matching --parts {args.parts}" if args.parts else ""))
+        raise DfdError(f"no DFDC parts found under {input}"
+                       + (f" matching the selected parts {sorted(parts)}" if parts else ""))
     todo, skipped = [], list(staged["up_to_date"]) if staged else []
     for spec in found:
-        if not args.force and mf.is_current(current, spec.part, source_checksum=spec.checksum,
-                                            config_hash=part_config_hash(cfg, spec.part)):
+        if not force and mf.is_current(current, spec.part, source_checksum=spec.checksum,
+                                       config_hash=part_config_hash(cfg, spec.part)):
             skipped.append(spec.part)
         else:
             todo.append(spec)
@@ -132,15 +107,15 @@ def run_with(args, beam_args: list[str], *, before_processing=None) -> dict:
     if before_processing:
         before_processing()
     for spec in todo:  # leftovers of a killed run are never mistaken for this run's output
-        commit.clear_staging(args.output, spec.part)
+        commit.clear_staging(output, spec.part)
     started = time.perf_counter()
     try:
         with beam.Pipeline(options=options) as p:
-            build(p, todo, output=args.output, cfg=cfg)
+            build(p, todo, output=output, cfg=cfg)
     except Exception as exc:
-        raise _run_failed(exc, args.output, [s.part for s in todo]) from exc
+        raise _run_failed(exc, output, [s.part for s in todo]) from exc
     seconds = time.perf_counter() - started
-    with FileSystems.open(ot.join(args.output, commit.RUN_SUMMARY)) as f:
+    with FileSystems.open(ot.join(output, commit.RUN_SUMMARY)) as f:
         summary = json.loads(f.read())
     summary["skipped"] = sorted(skipped)
     summary["seconds"] = round(seconds, 2)

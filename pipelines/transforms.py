@@ -229,13 +229,6 @@ def _count_by_split(shard_infos) -> Counter:
     return counts
 
 
-def accounting_holds(summary: dict) -> bool:
-    """DESIGN.md: videos in metadata = with records + rejected + fakes left out."""
-    return summary["videos_in_metadata"] == (summary["videos_with_records"]
-                                             + summary["videos_rejected"]
-                                             + summary["fakes_left_out"])
-
-
 class SummarizeParts(beam.PTransform):
     """Join shards, rejects, outcomes and broken-part errors per part into a summary."""
 

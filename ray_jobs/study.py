@@ -10,7 +10,7 @@ Ray starts once (or joins ``--address``) for the whole study. Training runs are
 ``ray_jobs.train.run`` in folders under ``--runs`` named by their settings and data
 (``dfd.study.runs``), so studies that train the same baseline share it and an interrupted
 study picks up where it stopped. A model's held-out figures are computed exactly as `dfd infer`
-computes them (``dfd.study.evaluation``) and kept beside the run. ``OUT`` receives::
+computes them (``dfd.evaluation``) and kept beside the run. ``OUT`` receives::
 
     table.md, table.csv     mean and spread over seeds of video-level AUC, log loss, accuracy
     <study>.png             the figures per variant, every seed a dot
@@ -37,8 +37,9 @@ from dfd import run_dir as rundir
 from dfd import training_run
 from dfd.config import InferConfig, TrainConfig
 from dfd.errors import DfdError
-from dfd.study import (HELD_OUT, evaluation, occlusion, occlusion_summary, random_split,
-                       result, runs, split_summary, summary, variant_summary, variants)
+from dfd import evaluation
+from dfd.study import (HELD_OUT, occlusion, occlusion_summary, random_split, result, runs,
+                       split_summary, summary, variant_summary, variants)
 from dfd.study.result import StudyResult
 from ray_jobs import infer, train
 
@@ -67,13 +68,13 @@ class Study:
     data: str
     data_hash: str
     runs: str
-    held_out: infer.ShardSelection
+    held_out: evaluation.ShardSelection
 
 
 # ---- training and scoring ----------------------------------------------------------------------
 
 def data_hash(data: str) -> str:
-    return manifest.content_hash(train_input.read_manifest(data))
+    return manifest.content_hash(manifest.read(data, required=True))
 
 
 def ensure_trained(data: str, cfg: TrainConfig, runs_root: str, *, address: str | None = None
@@ -116,7 +117,7 @@ class CropScorer:
         from dfd.predict import score_crops
 
         n, k = len(batch["image"]), len(self.models)
-        good, x, error = infer.decode_batch(batch["image"])
+        good, x, error = evaluation.decode_batch(batch["image"])
         out = {name: batch[name] for name in ("video", "part", "label", "frame_index",
                                               "face_index", "path")}
         out["error"] = error
@@ -171,17 +172,6 @@ def score_selection(files: Sequence[str], models: list[dict[str, bytes]], cfg: I
     return {name: values[order] for name, values in columns.items()}
 
 
-def _shard_key(uri: str) -> str:
-    """A shard as Ray Data's ``path`` column names it: the path inside its file system."""
-    return storage.resolve(uri)[1]
-
-
-def _rejected(crops: dict[str, np.ndarray]) -> list[dict]:
-    return [{"video": str(crops["video"][i]), "part": int(crops["part"][i]),
-             "frame_index": int(crops["frame_index"][i]), "reason": "bad_crop",
-             "detail": str(crops["error"][i])} for i in np.flatnonzero(crops["error"] != "")]
-
-
 def model_name(run: runs.FinishedRun) -> str:
     return f"{run.train.model}@{Path(run.run_dir).name}"
 
@@ -217,7 +207,7 @@ def evaluate(requests: Sequence[Evaluation], cfg: InferConfig) -> list[dict]:
     for i in missing:
         key = (requests[i].data, requests[i].split)
         if key not in sets:
-            sets[key] = infer.select_shards(requests[i].data, parts=None, split=key[1])
+            sets[key] = evaluation.select_shards(requests[i].data, parts=None, split=key[1])
     files = list(dict.fromkeys(f for sel in sets.values() for f in sel.files))
     run_dirs = list(dict.fromkeys(requests[i].run.run_dir for i in missing))
     models = [read_model_files(d)[0] for d in run_dirs]
@@ -231,18 +221,17 @@ def evaluate(requests: Sequence[Evaluation], cfg: InferConfig) -> list[dict]:
     for i in missing:
         request = requests[i]
         selection = sets[(request.data, request.split)]
-        rows = np.isin(paths, [_shard_key(f) for f in selection.files])
+        rows = np.isin(paths, [evaluation.shard_key(f) for f in selection.files])
         mine = {name: values[rows] for name, values in crops.items()}
         if request.faceless and (request.data, request.split) not in no_face:
-            no_face[(request.data, request.split)] = infer.faceless_videos(request.data,
+            no_face[(request.data, request.split)] = evaluation.faceless_videos(request.data,
                                                                            selection)
         faceless = no_face.get((request.data, request.split), []) if request.faceless else []
         label = model_name(request.run)
         p = mine["p_fake"][:, run_dirs.index(request.run.run_dir)]
-        frames = evaluation.frame_records(mine, p, model=label)
+        frames, rejected = evaluation.crop_records(mine, p, model=label)
         videos, evaluated = evaluation.evaluate_model(frames, model=label, rule=cfg.aggregation,
                                                       faceless=faceless)
-        rejected = _rejected(mine)
         evaluated["run"] = {"model": label, "run_dir": request.run.run_dir,
                             "data": request.data, "parts": selection.parts,
                             "split": request.split, "aggregation": cfg.aggregation,
@@ -333,7 +322,7 @@ def occlusion_study(study: Study, *, address: str | None) -> StudyResult:
         trained += f", seeds {result.seeds_text(plan.seeds)}"
     out = occlusion_summary.summarize(
         crops, [model_name(m) for m in models], regions=plan.regions,
-        rule=plan.infer.aggregation, faceless=infer.faceless_videos(study.data, study.held_out),
+        rule=plan.infer.aggregation, faceless=evaluation.faceless_videos(study.data, study.held_out),
         parts=study.held_out.parts, trained=trained, patch=plan.patch,
         backgrounds=occlusion_summary.mean_crops(study.held_out.files) if plan.patch else None)
     out.record.update(runs=[_run_record(m, variant="occluded") for m in models],
@@ -409,7 +398,7 @@ def run_study(plan: StudyPlan, data: str, out: str, *, runs_root: str | None = N
     if storage.is_local(runs_root):
         runs_root = str(storage.local_path(runs_root).absolute())
     try:
-        held_out = infer.select_shards(data, parts=None, split=HELD_OUT)
+        held_out = evaluation.select_shards(data, parts=None, split=HELD_OUT)
     except DfdError as exc:
         raise DfdError(f"{data}: a study scores held-out parts (split {HELD_OUT!r}, made by "
                        f"preprocessing with --test-parts); {exc}") from None

@@ -255,7 +255,7 @@ def run(data: str, run_dir: str, cfg: TrainConfig, *, address: str | None = None
         data, seed=cfg.seed, workers=cfg.workers, batch_size=cfg.batch_size,
         rebalance=cfg.rebalance)
     counts = {i.split: train_input.describe(i) for i in (train_index, val_index)}
-    data_hash = manifest.content_hash(train_input.read_manifest(data))
+    data_hash = manifest.content_hash(manifest.read(data, required=True))
     training_run.write_run_config(run_dir, cfg, data=data, data_hash=data_hash, counts=counts)
     log.info("training %s on %d train / %d validation crops with %d workers into %s",
              cfg.model, len(train_index), len(val_index), cfg.workers, run_dir)

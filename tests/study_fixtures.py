@@ -24,9 +24,7 @@ def make_study_data(root: Path, *, originals: int = 4, validation: int = 2,
                       frames=frames, formats=("parquet",), seed=1)
     shutil.copytree(output_tree.part_dir(str(scratch), "parquet", HELD_OUT_PART),
                     output_tree.part_dir(str(data), "parquet", HELD_OUT_PART))
-    manifest = mf.loads(Path(output_tree.manifest_path(str(data))).read_text())
-    extra = mf.loads(Path(output_tree.manifest_path(str(scratch))).read_text())
-    manifest = mf.with_parts(manifest, list(extra["parts"].values()))
-    Path(output_tree.manifest_path(str(data))).write_text(mf.dumps(manifest))
+    manifest = mf.with_parts(mf.read(str(data)), list(mf.read(str(scratch))["parts"].values()))
+    mf.write(str(data), manifest)
     shutil.rmtree(scratch)
     return data

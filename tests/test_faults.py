@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from dfd import config, dfdc, shards
-from pipelines import preprocess
+from dfd.cli.preprocess import run_argv
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +45,7 @@ def source(tmp_path_factory) -> Path:
 def clean(source, tmp_path_factory) -> dict:
     """What one undisturbed run commits: {(format, part): sorted record keys}."""
     out = tmp_path_factory.mktemp("faults-clean") / "out"
-    summary = preprocess.run(["--input", str(source), "--output", str(out), *FLAGS,
+    summary = run_argv(["--input", str(source), "--output", str(out), *FLAGS,
                               *IN_MEMORY])
     assert [s["part"] for s in summary["committed"]] == [0, 1] and not summary["failed"]
     records = committed_records(out)
@@ -180,7 +180,7 @@ def test_a_worker_killed_mid_run_fails_the_run_and_the_next_run_redoes_it(source
 
     # The next plain run (default runner settings, no fault) completes: same records as a
     # clean run, once each, and the killed run's staging is gone.
-    again = preprocess.run(["--input", str(source), "--output", str(out), *FLAGS])
+    again = run_argv(["--input", str(source), "--output", str(out), *FLAGS])
     assert [s["part"] for s in again["committed"]] == [0, 1] and not again["failed"]
     assert_same_as_clean(out, clean)
 
@@ -211,7 +211,7 @@ def test_a_crash_between_staging_and_commit_loses_only_that_part_until_the_next_
     # The next plain run rolls the unfinished commit back, redoes part 1 alone, and ends as a
     # clean run does.
     before = (out / "parquet" / "part-00").stat().st_mtime_ns
-    again = preprocess.run(["--input", str(source), "--output", str(out), *FLAGS, *IN_MEMORY])
+    again = run_argv(["--input", str(source), "--output", str(out), *FLAGS, *IN_MEMORY])
     assert [s["part"] for s in again["committed"]] == [1] and again["skipped"] == [0]
     assert (out / "parquet" / "part-00").stat().st_mtime_ns == before
     assert_same_as_clean(out, clean)
@@ -224,7 +224,7 @@ def test_a_committed_part_whose_source_comes_back_broken_keeps_its_records(sourc
     for part in (0, 1):
         name = dfdc.part_zip_name(part)
         (src / name).write_bytes((source / name).read_bytes())
-    first = preprocess.run(["--input", str(src), "--output", str(out), *FLAGS, *IN_MEMORY,
+    first = run_argv(["--input", str(src), "--output", str(out), *FLAGS, *IN_MEMORY,
                             "--parts", "1"])
     assert [s["part"] for s in first["committed"]] == [1]
     entry = manifest_parts(out)["01"]
@@ -232,7 +232,7 @@ def test_a_committed_part_whose_source_comes_back_broken_keeps_its_records(sourc
     # A re-download cut short: the source changed, so the part is redone, and fails.
     zipped = src / dfdc.part_zip_name(1)
     zipped.write_bytes(zipped.read_bytes()[:len(zipped.read_bytes()) // 2])
-    broken = preprocess.run(["--input", str(src), "--output", str(out), *FLAGS, *IN_MEMORY,
+    broken = run_argv(["--input", str(src), "--output", str(out), *FLAGS, *IN_MEMORY,
                              "--parts", "1"])
     [failed] = broken["failed"]
     assert failed["part"] == 1 and failed["reason"] == "bad_archive"

@@ -30,23 +30,10 @@ from dfd.cli import build_parser, main
 from dfd.video import BadZipMember, FrameTooLarge, TooManyFrames, UnreadableVideo, open_video
 from pipelines import sources
 from pipelines.commit import RUN_SUMMARY
-from tests.hostile_corpus import (
-    LANDS,
-    MAX_FRAME_PIXELS,
-    MAX_FRAMES,
-    MAX_MEMBER_BYTES,
-    MAX_VIDEO_BYTES,
-    HostileSource,
-    build_hostile_source,
-    claim_frame_count,
-    claim_frame_size,
-    in_folder,
-    lying_zip_bomb,
-    member,
-    plain_clip,
-    write_zip_part,
-    zip_bomb,
-)
+from tests.hostile_corpus import (LANDS, MAX_FRAME_PIXELS, MAX_FRAMES, MAX_MEMBER_BYTES,
+                                  MAX_VIDEO_BYTES, HostileSource, build_hostile_source,
+                                  claim_frame_count, claim_frame_size, in_folder, lying_zip_bomb,
+                                  member, plain_clip, write_zip_part, zip_bomb)
 
 slow = pytest.mark.slow  # the tests of the one pipeline run
 FRAMES = 3  # sampled uniformly, so the last frame (gone from the truncated clip) is among them
@@ -307,7 +294,7 @@ def parse(*flags: str):
 
 
 def test_limit_flags_override_the_preset_limits_and_nothing_else():
-    from pipelines.preprocess import config_from_args
+    from dfd.cli.preprocess import config_from_args
 
     base = config.preset("preprocess", "paper")
     assert config_from_args(parse()) == base  # no flag, same config and config hash

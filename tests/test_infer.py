@@ -110,7 +110,7 @@ def test_metrics_json_and_report_are_written(inferred):
 
 
 def test_selection_by_parts_and_split(tree):
-    from ray_jobs.infer import select_shards
+    from dfd.evaluation import select_shards
 
     _, data, _, _ = tree
     everything = select_shards(str(data), parts=None, split=None)
@@ -127,7 +127,7 @@ def test_selection_by_parts_and_split(tree):
 def test_staged_parts_are_not_read(tree, tmp_path):
     import shutil
 
-    from ray_jobs.infer import select_shards
+    from dfd.evaluation import select_shards
 
     _, data, _, _ = tree
     copy = tmp_path / "data"
@@ -138,7 +138,7 @@ def test_staged_parts_are_not_read(tree, tmp_path):
 
 
 def test_split_of_a_faceless_video_follows_its_original(tree):
-    from ray_jobs.infer import faceless_videos, select_shards
+    from dfd.evaluation import faceless_videos, select_shards
 
     _, data, _, _ = tree
     # x0100.mp4 fakes r0100.mp4, whose group is in validation in the mixed part.
@@ -150,7 +150,8 @@ def test_split_of_a_faceless_video_follows_its_original(tree):
 
 
 def test_bad_selections_and_run_dirs_fail_with_one_clear_error(tree, tmp_path):
-    from ray_jobs.infer import run_inference, select_shards
+    from dfd.evaluation import select_shards
+    from ray_jobs.infer import run_inference
 
     _, data, run, _ = tree
     with pytest.raises(DfdError, match=r"no face shards .* parts \[7\].*found \{1: "):

@@ -1,6 +1,7 @@
 """`dfd predict` on raw mp4 files scores videos as the pipeline path does (Beam preprocessing,
 then the crops scored and aggregated as `dfd infer` does)."""
 import contextlib
+import dataclasses
 import io
 import json
 import shutil
@@ -38,13 +39,13 @@ def pipeline_path(tmp_path_factory):
     """A synthetic DFDC part preprocessed by the real Beam pipeline, a run dir trained on it,
     and the video scores of the pipeline path."""
     from dfd.synth import generate
-    from pipelines import preprocess
+    from dfd.cli.preprocess import run_argv
 
     root = tmp_path_factory.mktemp("predict")
     [part_dir] = generate(root / "raw", config.SynthConfig(
         parts=1, first_part=PART, originals=2, fakes_per_original=1, width=480, height=272,
         frames=12, zipped=False, portrait_fraction=0.0, seed=1))
-    preprocess.run(["--input", str(root / "raw"), "--output", str(root / "faces"),
+    run_argv(["--input", str(root / "raw"), "--output", str(root / "faces"),
                     "--frames-per-video", str(FRAMES), "--test-parts", str(PART),
                     "--fakes-per-original", "all", "--direct_running_mode", "in_memory"])
     run = make_run_dir(root / "run")
@@ -113,22 +114,33 @@ def test_a_fake_alone_is_cropped_with_its_originals_boxes_and_shown_in_a_table(p
 
 
 @pytest.mark.slow
-def test_settings_come_from_the_manifest_when_it_records_them(tmp_path, pipeline_path):
+def test_settings_come_from_the_manifest_the_pipeline_wrote(tmp_path, pipeline_path):
     _, _, run, _ = pipeline_path
     cfg, why = predict.recorded_settings(str(run))
-    assert cfg is None and "does not record them" in why
+    # The pipeline ran with the paper preset and these flags; every part of it is recorded.
+    used = dataclasses.replace(config.preset("preprocess", "paper"), frames_per_video=FRAMES,
+                               fakes_per_original=None)
+    assert cfg == used and why.startswith("recorded in")
+
+    # Data made before settings were recorded, or by several settings: none is guessed.
     data = tmp_path / "data"
     shutil.copytree(json.loads((run / "config.json").read_text())["data"], data)
-    manifest = json.loads((data / "manifest.json").read_text())
-    manifest["preprocess"] = config.to_dict(config.PreprocessConfig(frames_per_video=9,
-                                                                    sampling="uniform"))
-    (data / "manifest.json").write_text(json.dumps(manifest))
     run2 = tmp_path / "run"
     shutil.copytree(run, run2)
     (run2 / "config.json").write_text(json.dumps({"data": str(data)}))
+    manifest = json.loads((data / "manifest.json").read_text())
+    (data / "manifest.json").write_text(json.dumps({**manifest, "settings": {}}))
+    assert predict.recorded_settings(str(run2)) == (
+        None, f"{data / 'manifest.json'} does not record them")
+    [entry] = manifest["parts"].values()
+    other = dict(entry, part=PART + 1, config_hash="another")
+    settings = {entry["config_hash"]: config.to_dict(used),
+                "another": config.to_dict(config.override(used, sampling="uniform"))}
+    (data / "manifest.json").write_text(json.dumps(
+        {**manifest, "parts": {**manifest["parts"], f"{PART + 1:02d}": other},
+         "settings": settings}))
     cfg, why = predict.recorded_settings(str(run2))
-    assert (cfg.frames_per_video, cfg.sampling) == (9, "uniform")
-    assert why.startswith("recorded in")
+    assert cfg is None and "2 different settings" in why
 
 
 def test_config_hash_formula_is_the_pipelines():

@@ -15,7 +15,7 @@ import schemas
 from dfd import config, dfdc, splits
 from dfd import output_tree as ot
 from dfd.synth import generate
-from pipelines import preprocess
+from dfd.cli.preprocess import run_argv
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +25,7 @@ SYNTH = config.SynthConfig(parts=3, originals=4, fakes_per_original=2, width=480
 
 
 def run_pipeline(src, out, *extra):
-    return preprocess.run(["--input", str(src), "--output", str(out),
+    return run_argv(["--input", str(src), "--output", str(out),
                            "--frames-per-video", str(FRAMES), "--test-parts", "2",
                            "--validation-fraction", "0.3", "--shards", "2",
                            "--direct_num_workers", "2", *extra])

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import json
 
+from dfd.config import DEFAULT_PRESET, JOBS, PRESETS
+
 
 def register(sub) -> None:
     p = sub.add_parser("config", help="print a job's configuration preset as JSON",
                        description="Print the configuration a job would run with.")
-    p.add_argument("job", choices=["synth", "preprocess", "train", "infer"])
-    p.add_argument("--preset", default="smoke", choices=["smoke", "paper", "full"])
+    p.add_argument("job", choices=sorted(JOBS))
+    p.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS))
     p.add_argument("--hash", action="store_true", help="print the config hash only")
     p.set_defaults(func=run)
 

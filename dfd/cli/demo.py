@@ -87,10 +87,9 @@ def run(args) -> int:
                f"{pre_cfg.frames_per_video} random frames per video, part {held_out} held out "
                f"-> {faces}")
     t = time.perf_counter()
-    from dfd.cli.preprocess import print_summary
-    from pipelines import preprocess
+    from dfd.cli.preprocess import print_summary, run_argv
 
-    summary = preprocess.run([
+    summary = run_argv([
         "--input", str(src), "--output", str(faces), "--preset", args.preset,
         "--test-parts", held_out, "--direct_num_workers", "2",
         "--direct_running_mode", "multi_processing"])

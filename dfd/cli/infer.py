@@ -1,6 +1,9 @@
 """`dfd infer`: score face shards with a trained model on Ray Data; metrics and report."""
 from __future__ import annotations
 
+from dfd.cli import _flags
+from dfd.config import InferConfig
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -18,13 +21,10 @@ def register(sub) -> None:
                    help="parts to score, e.g. 45-49 or 3,7 (every split of them)")
     p.add_argument("--split", choices=["train", "validation", "test"],
                    help="only this split (default: test when --parts is not given)")
-    p.add_argument("--preset", default="smoke", choices=["smoke", "paper", "full"])
-    p.add_argument("--aggregation", help="video score from crop scores: mean (default), "
-                                         "median, max, confident")
-    p.add_argument("--batch-size", type=int, help="crops per model call")
-    p.add_argument("--actors", type=int, help="model replicas (each loads the model once)")
-    p.add_argument("--gpus-per-actor", type=float)
-    p.add_argument("--cpus-per-actor", type=float)
+    _flags.add_preset(p)
+    _flags.add_fields(p, InferConfig, ("aggregation", "batch_size", "actors", "gpus_per_actor",
+                                       "cpus_per_actor"),
+                      help={"batch_size": "crops per model call"})
     p.add_argument("--no-report", dest="report", action="store_false",
                    help="write predictions and metrics only")
     p.add_argument("--address", help="an existing Ray cluster (e.g. ray://head:10001 or auto)")
@@ -32,13 +32,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from dfd import config, dfdc, metrics
+    from dfd import dfdc, metrics
     from ray_jobs import infer
 
-    cfg = config.override(
-        config.preset("infer", args.preset), aggregation=args.aggregation,
-        batch_size=args.batch_size, actors=args.actors, gpus_per_actor=args.gpus_per_actor,
-        cpus_per_actor=args.cpus_per_actor)
+    cfg = _flags.from_args(args, "infer")
     parts = dfdc.parse_part_selection(args.parts)
     split = args.split or (None if parts else "test")
     evaluated = infer.run_inference(args.data, args.run_dir, args.out, parts=parts,

@@ -5,6 +5,12 @@ import dataclasses
 import json
 import sys
 
+from dfd.cli import _flags
+from dfd.config import DEFAULT_PRESET, PRESETS, PreprocessConfig
+
+# The preprocessing settings a flag can override.
+SETTINGS_FLAGS = ("frames_per_video", "sampling", "detector", "margin", "seed")
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -31,13 +37,11 @@ def register(sub) -> None:
     p.add_argument("--aggregation", default="mean",
                    help="video score from crop scores: mean (default), median, max, confident")
     p.add_argument("--batch-size", type=int, default=64, help="crops per model call")
-    p.add_argument("--preset", choices=["smoke", "paper", "full"],
-                   help="preprocessing preset to start from when the manifest records none")
-    p.add_argument("--frames-per-video", type=int)
-    p.add_argument("--sampling", choices=["random", "uniform"])
-    p.add_argument("--detector", choices=["retinaface", "mtcnn"])
-    p.add_argument("--margin", type=float)
-    p.add_argument("--seed", type=int, help="frame-sampling seed")
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help=f"preprocessing preset to start from when the manifest records no "
+                        f"settings (default: {DEFAULT_PRESET})")
+    _flags.add_fields(p, PreprocessConfig, SETTINGS_FLAGS,
+                      help={"seed": "frame-sampling seed"})
     p.set_defaults(func=run)
 
 
@@ -48,13 +52,11 @@ def settings(args) -> tuple[object, str]:
     recorded, why = predict.recorded_settings(args.run_dir)
     if recorded is not None:
         base, source = recorded, f"preprocessing settings {why}"
-    elif args.preset:
-        base, source = config.preset("preprocess", args.preset), \
-            f"preprocessing preset {args.preset!r} ({why})"
     else:
-        base, source = config.PreprocessConfig(), f"PreprocessConfig defaults ({why})"
-    flags = {k: getattr(args, k) for k in ("frames_per_video", "sampling", "detector",
-                                           "margin", "seed")}
+        name = args.preset or config.DEFAULT_PRESET
+        base = config.preset("preprocess", name)
+        source = f"preprocessing preset {name!r} ({why})"
+    flags = _flags.overrides(args, PreprocessConfig, SETTINGS_FLAGS)
     cfg = config.override(base, **flags)
     if any(v is not None for v in flags.values()):
         source += " with " + ", ".join(f"{k}={v}" for k, v in flags.items() if v is not None)

@@ -13,8 +13,15 @@ import argparse
 import dataclasses
 import re
 
-from dfd.config import PRESETS, Limits, override
+from dfd.cli import _flags
+from dfd.config import Limits, PreprocessConfig, override, preset
+from dfd.dfdc import check_part_source, parse_part_selection
 from dfd.errors import DfdError
+
+
+# PreprocessConfig fields whose flags are derived from the field (the rest read differently).
+FIELD_FLAGS = ("validation_fraction", "frames_per_video", "sampling", "detector", "margin",
+               "image_format", "shards_per_split", "seed")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,20 +39,13 @@ def add_processing_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--staging",
                    help="where parts fetched from --links are kept (folder, gs:// or s3://); "
                         "fetched parts stay there, verified, for later runs")
-    p.add_argument("--preset", default="paper", choices=sorted(PRESETS))
+    _flags.add_preset(p)
     p.add_argument("--parts", help="parts to process, e.g. 0-9,12 (default: all found)")
     p.add_argument("--test-parts", help="parts held out whole as the test split, e.g. 45-49")
-    p.add_argument("--validation-fraction", type=float)
     p.add_argument("--fakes-per-original",
                    help="fakes kept per original: a number (1 balances) or 'all'")
-    p.add_argument("--frames-per-video", type=int)
-    p.add_argument("--sampling", choices=["random", "uniform"])
-    p.add_argument("--detector", choices=["retinaface", "mtcnn"])
-    p.add_argument("--margin", type=float)
-    p.add_argument("--image-format", choices=["jpeg", "png"])
-    p.add_argument("--shards", type=int, dest="shards_per_split",
-                   help="shards per part and split")
-    p.add_argument("--seed", type=int)
+    _flags.add_fields(p, PreprocessConfig, FIELD_FLAGS,
+                      aliases={"shards_per_split": ("--shards",)})
     p.add_argument("--force", action="store_true", help="redo parts already committed")
     add_limit_arguments(p)
 
@@ -161,27 +161,52 @@ def print_summary(summary: dict) -> None:
         print(f"done in {summary['seconds']:.1f} s")
 
 
-def check_staging(args) -> None:
-    """One source: a folder of parts, or parts to fetch (--links, kaggle://) that need
-    somewhere to be kept (checked before Beam loads)."""
-    links = getattr(args, "links", None)
-    if links and args.input:
-        raise DfdError("--links and --input are two sources of parts: give one")
-    if not links and not args.input:
-        raise DfdError("no parts to process: give --input (a folder of parts) or --links FILE")
-    fetched = links or args.input.startswith("kaggle://")
-    if fetched and not args.staging:
-        raise DfdError(f"{'--links' if links else args.input} needs --staging: a folder or "
-                       f"gs:// / s3:// URI where the fetched parts are kept")
+def config_from_args(args) -> PreprocessConfig:
+    """The PreprocessConfig of `dfd preprocess`/`dfd sync` flags: the preset, then each flag
+    given."""
+    fpo = args.fakes_per_original
+    if fpo is not None and fpo != "all":
+        try:
+            fpo = int(fpo)
+        except ValueError:
+            raise DfdError(f"--fakes-per-original must be a number or 'all', got {fpo!r}")
+    test_parts = parse_part_selection(args.test_parts)
+    base = preset("preprocess", args.preset)
+    cfg = _flags.from_args(
+        args, "preprocess", names=FIELD_FLAGS, limits=limits_from_args(args, base.limits),
+        test_parts=tuple(sorted(test_parts)) if test_parts is not None else None)
+    if fpo == "all":
+        cfg = dataclasses.replace(cfg, fakes_per_original=None)
+    elif fpo is not None:
+        cfg = dataclasses.replace(cfg, fakes_per_original=fpo)
+    return cfg
+
+
+def preprocess_from_args(args, beam_args: list[str], *, input: str | None,
+                         before_processing=None) -> dict:
+    """``pipelines.preprocess.run_preprocess`` with the parsed flags of `dfd preprocess` or
+    `dfd sync`; returns the run summary."""
+    check_part_source(input, args.links, args.staging)  # before Beam loads
+    cfg = config_from_args(args)
+    from pipelines.preprocess import run_preprocess
+
+    return run_preprocess(input, args.output, cfg, parts=parse_part_selection(args.parts),
+                          links=args.links, staging=args.staging, force=args.force,
+                          beam_args=beam_args, before_processing=before_processing)
+
+
+def run_argv(argv: list[str]) -> dict:
+    """`dfd preprocess ARGV` as a function: the run summary (for tests, benchmarks, the demo)."""
+    parser = argparse.ArgumentParser(prog="dfd preprocess")
+    add_arguments(parser)
+    args, beam_args = parser.parse_known_args(argv)
+    return preprocess_from_args(args, beam_args, input=args.input)
 
 
 def run(args) -> int:
     import json
 
-    check_staging(args)
-    from pipelines.preprocess import run_with
-
-    summary = run_with(args, args.unknown)
+    summary = preprocess_from_args(args, args.unknown, input=args.input)
     print_summary(summary)
     if args.summary_json:
         with open(args.summary_json, "w") as f:

@@ -3,7 +3,14 @@ from __future__ import annotations
 
 import sys
 
+from dfd.cli import _flags
+from dfd.config import InferConfig, TrainConfig
 from dfd.study import STUDIES
+
+# The training and inference settings a study takes as flags (the rest is the preset's).
+TRAIN_FLAGS = ("epochs", "batch_size", "learning_rate", "workers", "cpus_per_worker",
+               "gpus_per_worker")
+INFER_FLAGS = ("actors", "gpus_per_actor", "aggregation")
 
 
 def _names(text: str | None) -> tuple[str, ...] | None:
@@ -40,23 +47,16 @@ def register(sub) -> None:
     p.add_argument("--run-dir", dest="model_runs", action="append", metavar="RUN",
                    help="occlusion: a trained run dir to evaluate (repeat for several) "
                         "instead of training the baseline per seed")
-    p.add_argument("--preset", default="smoke", choices=["smoke", "paper", "full"],
-                   help="training and inference settings the flags below override")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int, help="global training batch size")
-    p.add_argument("--learning-rate", type=float)
-    p.add_argument("--workers", type=int, help="Ray Train workers per run")
-    p.add_argument("--cpus-per-worker", type=float)
-    p.add_argument("--gpus-per-worker", type=float)
-    p.add_argument("--actors", type=int, help="Ray Data scoring actors")
-    p.add_argument("--gpus-per-actor", type=float)
-    p.add_argument("--aggregation", help="frame-to-video rule: mean, median, max, confident")
+    _flags.add_preset(p, what="training and inference settings")
+    _flags.add_fields(p, TrainConfig, TRAIN_FLAGS,
+                      help={"batch_size": "global training batch size",
+                            "workers": "Ray Train workers per run"})
+    _flags.add_fields(p, InferConfig, INFER_FLAGS, help={"actors": "Ray Data scoring actors"})
     p.add_argument("--address", help="an existing Ray cluster (default: a local Ray)")
     p.set_defaults(func=run, log_dir="out")
 
 
 def run(args) -> int:
-    from dfd import config
     from dfd.errors import DfdError
     from dfd.study import occlusion
 
@@ -73,13 +73,8 @@ def run(args) -> int:
 
     from ray_jobs import study
 
-    train_cfg = config.override(
-        config.preset("train", args.preset), epochs=args.epochs, batch_size=args.batch_size,
-        learning_rate=args.learning_rate, workers=args.workers,
-        cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker)
-    infer_cfg = config.override(config.preset("infer", args.preset), actors=args.actors,
-                                gpus_per_actor=args.gpus_per_actor,
-                                aggregation=args.aggregation)
+    train_cfg = _flags.from_args(args, "train", names=TRAIN_FLAGS)
+    infer_cfg = _flags.from_args(args, "infer", names=INFER_FLAGS)
     plan = study.StudyPlan(
         kind=args.kind, seeds=tuple(range(args.first_seed, args.first_seed + args.seeds)),
         train=train_cfg, infer=infer_cfg, variants=_names(args.variants), regions=regions,

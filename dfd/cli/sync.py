@@ -18,8 +18,13 @@ from __future__ import annotations
 
 import argparse
 
-from dfd.cli.preprocess import add_processing_arguments, check_staging, print_summary
+from dfd.cli import _flags
+from dfd.cli.preprocess import add_processing_arguments, preprocess_from_args, print_summary
+from dfd.config import InferConfig
 from dfd.lease import DEFAULT_TTL_S
+
+# The inference settings of the scoring step that a flag can override.
+SCORING_FLAGS = ("aggregation", "actors", "gpus_per_actor")
 
 
 def register(sub) -> None:
@@ -38,10 +43,9 @@ def register(sub) -> None:
                    help="score the new parts with this training run's model")
     p.add_argument("--report-dir", help="generalization report folder (default: "
                                         "RUN_DIR/generalization)")
-    p.add_argument("--aggregation", help="video score from crop scores when scoring "
-                                         "(default: the preset's)")
-    p.add_argument("--actors", type=int, help="model replicas when scoring")
-    p.add_argument("--gpus-per-actor", type=float)
+    scoring = p.add_argument_group("scoring (with --score-with)")
+    _flags.add_fields(scoring, InferConfig, SCORING_FLAGS,
+                      help={"actors": "model replicas when scoring"})
     p.add_argument("--ray-address", help="Ray cluster for scoring (default: a local Ray)")
     p.add_argument("--lease-ttl", type=float, default=DEFAULT_TTL_S,
                    help="seconds a lease outlives its last renewal (renewed every quarter)")
@@ -59,8 +63,9 @@ def run(args) -> int:
     if not args.source and not args.links:
         raise DfdError("nothing to sync from: give --source (a watched folder of parts) or "
                        "--links FILE (the data page's part links)")
-    args.input = args.source
-    check_staging(args)
+    from dfd.dfdc import check_part_source
+
+    check_part_source(args.source, args.links, args.staging)
     if args.report_dir and not args.score_with:
         raise ValueError("--report-dir needs --score-with")
     lease = Lease(args.output, ttl_s=args.lease_ttl, purpose="sync")
@@ -78,9 +83,8 @@ def run(args) -> int:
 
 
 def _sync(args, lease) -> dict:
-    from pipelines.preprocess import run_with
-
-    summary = run_with(args, args.unknown, before_processing=lease.check)
+    summary = preprocess_from_args(args, args.unknown, input=args.source,
+                                   before_processing=lease.check)
     lease.check()
     new = [s["part"] for s in summary["committed"]]
     skipped = summary["skipped"]
@@ -97,16 +101,15 @@ def _sync(args, lease) -> dict:
 
 
 def _score(args, new: list[int], lease) -> dict | None:
-    from dfd import config as cfgmod
     from dfd import sync
+    from dfd import manifest as mf
     from dfd.metrics import format_summary
-    from pipelines.commit import read_manifest
 
     report_dir = args.report_dir or sync.default_report_dir(args.score_with)
     pending = sync.mark_pending(report_dir, new)
     if not pending:
         return None
-    manifest = read_manifest(args.output)
+    manifest = mf.read(args.output)
     parts, empty = sync.scorable(pending, manifest)
     for part in empty:
         print(f"part {part:>2}: no face records, nothing to score")
@@ -117,8 +120,7 @@ def _score(args, new: list[int], lease) -> dict | None:
     from ray_jobs.infer import run_inference
 
     batch = sync.batch_dir(report_dir)
-    cfg = cfgmod.override(cfgmod.preset("infer", args.preset), aggregation=args.aggregation,
-                          actors=args.actors, gpus_per_actor=args.gpus_per_actor)
+    cfg = _flags.from_args(args, "infer", names=SCORING_FLAGS)
     scored = run_inference(args.output, args.score_with, batch, parts=set(parts), cfg=cfg,
                            address=args.ray_address, write_report=False)
     lease.check()

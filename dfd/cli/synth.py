@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 import re
 
-from dfd.config import PRESETS
+from dfd.cli import _flags
+from dfd.config import SynthConfig
 
 _SIZE = re.compile(r"^(\d+)x(\d+)$")
 
@@ -28,21 +29,13 @@ def register(sub) -> None:
                     "(the true face box of every frame). Parts already there are replaced if "
                     "they are synthetic and refused otherwise.")
     p.add_argument("--out", required=True, help="folder to write the parts into")
-    p.add_argument("--preset", default="paper", choices=sorted(PRESETS),
-                   help="settings to start from (default: paper, the values shown below)")
-    p.add_argument("--parts", type=int, help="number of parts (paper: 3)")
-    p.add_argument("--first-part", type=int, help="number of the first part (default 0)")
-    p.add_argument("--originals", type=int, help="REAL videos per part (paper: 8)")
-    p.add_argument("--fakes-per-original", type=int, help="FAKE videos per original (paper: 2)")
+    _flags.add_preset(p)
+    _flags.add_fields(p, SynthConfig, ("parts", "first_part", "originals",
+                                       "fakes_per_original"))
     p.add_argument("--size", type=_size, help="WIDTHxHEIGHT (paper: 640x360); a share of "
                    "clips is turned to HEIGHTxWIDTH, as DFDC mixes in portrait clips")
-    p.add_argument("--portrait-fraction", type=float,
-                   help="share of clips turned to the other orientation (default 0.15)")
-    p.add_argument("--frames", type=int, help="frames per clip (paper: 90)")
-    p.add_argument("--fps", type=int, help="frames per second (default 30)")
-    p.add_argument("--seed", type=int, help="same seed and settings give the same set (default 0)")
-    p.add_argument("--workers", type=int,
-                   help="processes rendering clips (default: one per CPU core)")
+    _flags.add_fields(p, SynthConfig, ("portrait_fraction", "frames", "fps", "seed", "workers"),
+                      help={"workers": "processes rendering clips (0: one per CPU core)"})
     form = p.add_mutually_exclusive_group()
     form.add_argument("--zip", dest="zipped", action="store_true", default=None,
                       help="write dfdc_train_part_NN.zip files, as Kaggle ships them (default)")
@@ -52,15 +45,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from dfd import config
     from dfd.synth import generate
 
     width, height = args.size if args.size else (None, None)
-    cfg = config.override(
-        config.preset("synth", args.preset), parts=args.parts, first_part=args.first_part,
-        originals=args.originals, fakes_per_original=args.fakes_per_original, width=width,
-        height=height, frames=args.frames, fps=args.fps, seed=args.seed,
-        portrait_fraction=args.portrait_fraction, workers=args.workers, zipped=args.zipped)
+    cfg = _flags.from_args(args, "synth", width=width, height=height, zipped=args.zipped)
     for path in generate(args.out, cfg):
         print(path)
     return 0

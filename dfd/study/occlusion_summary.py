@@ -10,7 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dfd import storage
-from dfd.study import evaluation, occlusion, plots, summary
+from dfd import evaluation
+from dfd.study import occlusion, plots, summary
 from dfd.study.result import (FIGURE_COLUMNS, PLOTTED, StudyResult, Table, by_figure,
                               describe_set, spread_rows)
 from dfd.study.table import Column
@@ -47,7 +48,7 @@ def summarize(crops: Mapping[str, np.ndarray], models: Sequence[str], *,
     for m, label in enumerate(models):
         for r, region in enumerate(names):
             p = crops["p_fake"][:, m] if r == 0 else crops["p_region"][:, m, r - 1]
-            frames = evaluation.frame_records(crops, p, model=label)
+            frames, _ = evaluation.crop_records(crops, p, model=label)
             _, evaluated = evaluation.evaluate_model(frames, model=label, rule=rule,
                                                      faceless=faceless)
             per_region[region][m] = summary.figures(evaluated)

@@ -23,7 +23,6 @@ import schemas
 from dfd import manifest as mf
 from dfd import output_tree, shards, storage
 from dfd.errors import DfdError
-from dfd.train_input import read_manifest
 
 POOLED = ("train", "validation")
 DESCRIPTION = "random_split.json"
@@ -79,7 +78,7 @@ def _read(data: str, paths: list[str], columns: list[str] | None = None) -> pa.T
 def pooled_keys(data: str) -> dict:
     """The small columns of every train and validation crop, part by part in shard order:
     what the random assignment and the leakage figures need, without the images."""
-    manifest = read_manifest(data)
+    manifest = mf.read(data, required=True)
     parts, columns = [], {"part": [], "video": [], "original": [], "split": []}
     for key in sorted(manifest["parts"]):
         part = int(key)
@@ -140,8 +139,7 @@ def write_random_split(data: str, out: str, *, seed: int) -> dict:
     storage.write_bytes(output_tree.join(out, DESCRIPTION),
                         (json.dumps(described, indent=1, sort_keys=True) + "\n").encode())
     # The manifest last: it is what makes the tree's parts committed.
-    storage.write_bytes(output_tree.manifest_path(out),
-                        mf.dumps(mf.with_parts(mf.empty(), entries)).encode())
+    mf.write(out, mf.with_parts(mf.empty(), entries))
     return described
 
 

@@ -175,6 +175,5 @@ def write_face_shards(out: str | Path, *, parts: tuple[int, ...] = (0, 1),
             "videos_with_records": videos, "videos_rejected": 0, "fakes_left_out": 0,
             "records": part_records,
             "committed_at": datetime.datetime.now(datetime.UTC).isoformat()})
-    text = manifest.dumps(manifest.with_parts(manifest.empty(), entries))
-    Path(output_tree.manifest_path(out)).write_text(text)
+    manifest.write(str(out), manifest.with_parts(manifest.empty(), entries))
     return counts
