@@ -264,3 +264,41 @@ def test_a_links_file_that_is_not_one_is_refused_in_one_line(tmp_path, storage):
     assert run.stderr.splitlines() == ["dfd download: error: the links file has no link for "
                                        "part(s) 1-2; it links part(s) 0"]
     assert storage.log == []
+
+
+def test_links_download_into_a_bucket_and_a_second_run_transfers_nothing(tmp_path, storage,
+                                                                         parts):
+    from tests import object_stores
+
+    with object_stores.moto_s3(tmp_path) as s3, object_stores.environ(s3.env):
+        raw = s3.make_bucket("dfdc-raw") + "/parts"
+        name, size = dfdc.part_zip_name(BIG), len(parts[BIG])
+        storage.fault(Fault(drop_after=size // 2, name=name))
+        links = links_file(tmp_path / "links.txt", storage.link(name),
+                           storage.link(dfdc.part_zip_name(0)))
+        scratch = tmp_path / "scratch"
+        env = {**os.environ, **s3.env}
+        run = subprocess.run([sys.executable, "-m", "dfd.cli", "download", "--links",
+                              str(links), "--out", raw, "--scratch", str(scratch),
+                              "--backoff", "0"], capture_output=True, text=True, timeout=120,
+                             cwd=ROOT, env={**env, "HOME": str(tmp_path)})
+        assert run.returncode == 0, run.stderr
+        from dfd import storage as store
+
+        for p in (BIG, 0):
+            with store.open_read(f"{raw}/{dfdc.part_zip_name(p)}") as f:
+                assert f.read() == parts[p]
+            receipt = json.loads(store.read_text(f"{raw}/_verified/{dfdc.part_zip_name(p)}"
+                                                 f".json"))
+            assert receipt["size"] == len(parts[p])
+        assert storage.bytes_served(name) <= size + CHUNK  # resumed from the scratch copy
+        assert [p for p in scratch.rglob("*") if p.is_file()] == []
+
+        storage.log.clear()
+        again = subprocess.run([sys.executable, "-m", "dfd.cli", "download", "--links",
+                                str(links), "--out", raw, "--scratch", str(scratch)],
+                               capture_output=True, text=True, timeout=120, cwd=ROOT,
+                               env={**env, "HOME": str(tmp_path)})
+        assert again.returncode == 0, again.stderr
+        assert again.stdout.count("already present and verified") == 2 and storage.log == []
+        assert_no_signature(tmp_path, links, run, again)

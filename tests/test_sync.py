@@ -183,6 +183,35 @@ def test_sync_twice_processes_the_new_part_once_and_nothing_else(tmp_path, stora
     assert mtimes(report_dir) == scores_before
 
 
+@pytest.mark.slow
+def test_sync_of_a_watched_folder_processes_each_new_part_object_once(tmp_path, parts):
+    """A folder (or bucket prefix) that parts are mirrored into: a new part object is a new
+    part, processed once; the parts already committed are left alone."""
+    watched = tmp_path / "mirror"
+    watched.mkdir()
+    (watched / dfdc.part_zip_name(0)).write_bytes(parts[0])
+    argv = [sys.executable, "-m", "dfd.cli", "sync", "--source", str(watched), "--output",
+            str(tmp_path / "out"), *PROCESS_FLAGS]
+
+    def sync() -> subprocess.CompletedProcess:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=ROOT,
+                              env=_env(tmp_path))
+
+    first = sync()
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert sorted(committed(tmp_path)) == ["00"]
+    entry0 = committed(tmp_path)["00"]
+    (watched / dfdc.part_zip_name(1)).write_bytes(parts[1])  # a new object in the mirror
+    second = sync()
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "part  1: 4 videos" in second.stdout and "1 part(s) already up to date (00)" \
+        in second.stdout
+    assert sorted(committed(tmp_path)) == ["00", "01"]
+    assert committed(tmp_path)["00"] == entry0
+    third = sync()
+    assert third.stdout.splitlines() == ["nothing new: 2 part(s) up to date (00-01)"]
+
+
 # ---- which parts the fetch stage fetches --------------------------------------------------------
 
 def _entry(part: int, *, size: int, config_hash: str = "h1") -> dict:
@@ -283,13 +312,15 @@ def test_fetched_sources_are_refused_in_one_line_when_they_cannot_work(tmp_path,
     out = str(tmp_path / "out")
     no_staging = dfd("preprocess", "--links", str(tmp_path / "links.txt"), "--output", out)
     assert no_staging.returncode == 1
-    assert no_staging.stderr.splitlines() == [
+    [line] = no_staging.stderr.splitlines()
+    assert line.startswith(
         "dfd preprocess: error: --links needs --staging: a folder or gs:// / s3:// URI where "
-        "the fetched parts are kept"]
+        "the fetched parts are kept")
     nothing = dfd("sync", "--output", out)
-    assert nothing.stderr.splitlines() == [
+    [line] = nothing.stderr.splitlines()
+    assert line.startswith(
         "dfd sync: error: nothing to sync from: give --source (a watched folder of parts) or "
-        "--links FILE (the data page's part links)"]
+        "--links FILE (the data page's part links)")
     # Kaggle's API lists no training part (as the real one does): the line says to use links.
     kaggle.reset()
     kaggle.add_file("sample_submission.csv", b"filename,label\n")
@@ -393,9 +424,12 @@ def test_renewal_extends_the_lease_and_notices_a_takeover(tmp_path):
             time.sleep(0.02)
         assert read_lease(out).holder == lease.holder and lease.lost is None
         lease.check()
-        # someone else took it (e.g. this process stalled past the TTL)
-        (tmp_path / "out" / LEASE).write_bytes(stale_record(expires=(
+        # someone else took it (e.g. this process stalled past the TTL), replacing the file in
+        # one step as a lease store does: the renewer never reads a half-written record
+        taken = tmp_path / "taken.json"
+        taken.write_bytes(stale_record(expires=(
             dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat()))
+        os.replace(taken, tmp_path / "out" / LEASE)
         deadline = time.monotonic() + 5
         while lease.lost is None and time.monotonic() < deadline:
             time.sleep(0.02)
