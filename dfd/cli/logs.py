@@ -3,9 +3,9 @@
 A normal run shows what dfd itself says (stage headers, results, its own log records) and
 nothing else. Everything else, the libraries' start-up lines and logs, goes to a log file:
 written in the system temp folder while the command runs, then appended to
-``dfd-<command>.log`` in the command's work, run or output dir if the command made that dir
-(and a local one); a command that fails before making it writes nothing there. An error names
-the log. ``--verbose`` puts everything back on the terminal, with debug logging.
+``dfd-<command>.log`` in the command's work, run or output dir if that dir is local and exists
+by the end, so a command that fails before making its dir leaves nothing there. An error line
+names the log. ``--verbose`` puts everything back on the terminal, with debug logging.
 
 Much of that chatter never passes through Python: TensorFlow's C++ runtime (absl) writes its
 start-up lines ("oneDNN custom operations", "failed call to cuInit") straight to file
@@ -14,8 +14,9 @@ no longer hides them in TF 2.21); Ray's core worker does the same ("core_worker.
 Beam's worker processes, which inherit the descriptor. So a quiet run points descriptor 2, and
 ``sys.stderr``, at the log file for the length of the command; Ray and Beam log there too
 (Ray's handler writes to whatever ``sys.stderr`` is when it emits; Beam relays its workers'
-logs through Python logging in this process). dfd's own records, and its one-line errors,
-reach the terminal through a copy of the original descriptor (``terminal()``).
+logs through Python logging in this process; Ray workers' own output is never relayed, see
+``ray_jobs.local_ray``). dfd's own records reach the terminal through a copy of the original
+descriptor (``terminal()``); the one-line error is printed once the descriptor is restored.
 """
 from __future__ import annotations
 
