@@ -255,11 +255,17 @@ def _part(video: VideoInput) -> int:
 
 
 def video_prediction(result: dict) -> dict:
-    """A predict_videos result as a VIDEO_PREDICTION record."""
-    return {"video": result["video"], "part": NO_PART if result["part"] is None
-            else result["part"], "label": result["label"], "p_fake": result["p_fake"],
-            "n_faces": result["n_faces"], "aggregation": result["aggregation"],
-            "model": result["model"]}
+    """A predict_videos result as a VIDEO_PREDICTION record (a video without a face scored
+    by the fallback, where the schema says how a video was scored)."""
+    import schemas
+
+    record = {"video": result["video"], "part": NO_PART if result["part"] is None
+              else result["part"], "label": result["label"], "p_fake": result["p_fake"],
+              "n_faces": result["n_faces"], "aggregation": result["aggregation"],
+              "model": result["model"],
+              "scored_by": "model" if result["n_faces"] else "fallback",
+              "reason": None if result["n_faces"] else NO_FACE_REASON}
+    return {k: v for k, v in record.items() if k in schemas.VIDEO_PREDICTION.names}
 
 
 def predict_videos(paths: Iterable[str | Path], *, model, model_name: str,

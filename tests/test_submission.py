@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dfd import report, submission
+from dfd import predict, report, submission
 from dfd.cli import main
 
 SAMPLE = "filename,label\nzzzunseen.mp4,0.5\nbbbbbbbbbb.mp4,0.5\naaaaaaaaaa.mp4,0.5\n"
@@ -29,10 +29,11 @@ def _unlabelled_predictions(folder: Path) -> dict[str, float]:
               "p_fake": p, "model": "paper_cnn"}
              for v, scores in (("aaaaaaaaaa.mp4", (0.25, 0.75)), ("bbbbbbbbbb.mp4", (0.125,)))
              for i, p in enumerate(scores)]
-    videos = [{"video": "aaaaaaaaaa.mp4", "part": -1, "label": None, "p_fake": 0.5,
-               "n_faces": 2, "aggregation": "mean", "model": "paper_cnn"},
-              {"video": "bbbbbbbbbb.mp4", "part": -1, "label": None, "p_fake": 0.125,
-               "n_faces": 1, "aggregation": "mean", "model": "paper_cnn"}]
+    # as dfd predict scores videos outside any DFDC part folder (no part, no label)
+    videos = [predict.video_prediction({"video": v, "part": None, "label": None, "p_fake": p,
+                                        "n_faces": n, "aggregation": "mean",
+                                        "model": "paper_cnn"})
+              for v, p, n in (("aaaaaaaaaa.mp4", 0.5, 2), ("bbbbbbbbbb.mp4", 0.125, 1))]
     evaluation.write_evaluation(str(folder), crops, videos,
                                 evaluation.evaluate_predictions(crops, videos))
     return {v["video"]: v["p_fake"] for v in videos}
