@@ -36,6 +36,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Arguments a command writes under (and `dfd train`'s --run-dir); any other gs:// or s3://
+# argument is only read.
+_WRITTEN = frozenset({"output", "out", "staging", "report_dir", "runs"})
+
+
+def _check_buckets(args) -> None:
+    """Every bucket a command was given answers, readable (and writable where it writes),
+    before any work starts; else one line names the URI and the cause (dfd.storage)."""
+    uris = [(dest, v) for dest, value in vars(args).items()
+            for v in (value if isinstance(value, list) else [value])
+            if isinstance(v, str) and v.startswith(("s3://", "gs://"))]
+    if not uris:
+        return
+    from dfd import storage
+
+    written = _WRITTEN | ({"run_dir"} if args.command == "train" else set())
+    for dest, uri in uris:
+        storage.check_access(uri, write=dest in written)
+
+
 def main(argv: list[str] | None = None) -> int:
     from dfd.cli import logs
 
@@ -59,6 +79,7 @@ def _run(args, *, keep_traceback: bool) -> tuple[int, str | None]:
     from dfd.errors import DfdError
 
     try:
+        _check_buckets(args)
         return int(args.func(args) or 0), None
     except KeyboardInterrupt:
         return 130, "interrupted"
