@@ -294,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     standin = LinksStandIn()
     for f in files:
         standin.add(f.name, f.read_bytes())
+        # GCS stores an object's hashes with it: compute them before the first request.
+        standin.objects[f.name].etag, standin.objects[f.name].goog_hash
     with standin:
         for f in files:
             print(standin.link(f.name))
