@@ -1,14 +1,21 @@
-"""The fetch stage: DFDC parts from Kaggle land in a staging folder, one element per part.
+"""The fetch stage: DFDC parts land in a staging folder, one element per part.
 
-    dfd preprocess --input kaggle://deepfake-detection-challenge --staging gs://b/dfdc-raw \\
-        --output gs://b/faces [--parts 0-9]
+    dfd preprocess --links dfdc-links.txt --staging gs://b/dfdc-raw --output gs://b/faces \\
+        [--parts 0-9]
 
-The driver lists the competition once and picks the parts that need fetching: those selected
-that the output's manifest does not hold, from the same Kaggle file, under the current config.
-``FetchParts`` then fetches them in parallel, each worker authenticating once in ``setup()``
-and fetching, verifying and committing one part per element (``dfd.kaggle.Competition``);
-a part that fails after its retries goes to a tagged output with its reason, and the others
-carry on. The processing pipeline then reads the staged zips as any other input.
+The parts come from the signed links of the competition's data page (a links file, one URL per
+line: ``LinksSource``); Kaggle's API does not serve them (the data page: "not available
+directly on Kaggle"), so a ``kaggle://`` input (``KaggleSource``) finds none there and says to
+use links, though it fetches the parts of any competition whose API lists them.
+
+The driver reads the source once and picks the parts that need fetching: those selected that
+the output's manifest does not hold under the current config (for a Kaggle file, from the same
+file). ``FetchParts`` then fetches them in parallel, each worker opening the source once in
+``setup()`` and fetching, verifying and committing one part per element
+(``dfd.kaggle.links.PartLinks`` or ``dfd.kaggle.Competition``); a part that fails (a refused
+link, retries spent) goes to a tagged output with its reason, and the others carry on. A
+linked ``dfdc_train_all.zip`` is fetched once on the driver and the parts selected from it are
+streamed out of it. The processing pipeline then reads the staged zips as any other input.
 
 The fetch runs as its own pipeline before the processing one rather than as a stage of it:
 the processing pipeline's commit step needs each part's source size and checksum (the zip's
@@ -18,9 +25,10 @@ again (its receipt says it is verified). On the DirectRunner the fetch pipeline 
 unless told otherwise: fetching waits on the network, and threads spare it the worker
 processes' start-up.
 
-Workers authenticate to Kaggle themselves: on the DirectRunner they inherit the launcher's
-environment; on a distributed runner the worker image or environment must carry the Kaggle
-credentials (e.g. KAGGLE_CONFIG_DIR on a mounted secret), or every part fails with the
+The signed links travel to the workers inside the DoFn (they are never logged or shown), so a
+worker needs no access to the links file. Kaggle workers authenticate themselves: on the
+DirectRunner they inherit the launcher's environment; on a distributed runner the worker image
+or environment must carry the Kaggle credentials, or every part fails with the
 missing-credentials message.
 """
 from __future__ import annotations
