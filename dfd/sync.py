@@ -87,7 +87,7 @@ def scorable(parts: list[int], manifest: dict) -> tuple[list[int], list[int]]:
 
 
 def batch_dir(report_dir: str) -> str:
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
     return join(report_dir, BATCHES, stamp)
 
 
@@ -103,7 +103,7 @@ def append_scores(report_dir: str, batch: str, *, parts: list[int], manifest: di
         raise DfdError(f"{report_dir} holds scores of {ledger['model']}, not {model}: give "
                        f"this model its own --report-dir")
     tables = {name: _read_table(join(batch, name)) for name in _TABLES}
-    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     scored = dict(ledger["parts"])
     for part in parts:
         for name, table in tables.items():
