@@ -7,11 +7,18 @@ so a video without a face (scored 0.5) counts as a REAL call.
 
 Undefined figures (AUC and AP of a single-class set, anything of an empty set) are ``None``
 rather than NaN, so that ``metrics.json`` stays valid JSON.
+
+Video-level figures carry a 95 % interval (``ci95``) from a seeded bootstrap that resamples
+videos with replacement within each label (stratified: every resample keeps the set's count
+of FAKE and of REAL videos, so AUC is defined in each), and takes the 2.5th and 97.5th
+percentiles of each figure over the resamples. The interval says how much the figure could
+move on another draw of videos like these; it says nothing about another training run.
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -22,6 +29,21 @@ LOG_LOSS_EPS = 1e-15
 
 # The label mix of the real DFDC training set (DESIGN.md): 100,000 FAKE of 119,154 videos.
 DFDC_FAKE_FRACTION = 100_000 / 119_154
+
+# The bootstrap of the video-level intervals: 1000 resamples put a percentile bound within
+# about +-0.005 of where 100,000 would; one seed makes every metrics.json reproducible.
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 0
+CI_LEVEL = 0.95
+CI_FIGURES = ("auc", "log_loss", "accuracy")
+# A set too small for its figures to mean much: fewer labelled videos than this, or fewer of
+# either label than SMALL_PER_LABEL (AUC then moves in steps of 1/(n_fake * n_real) and one
+# video shifts accuracy by several points), or a 95 % AUC interval wider than SMALL_AUC_WIDTH.
+SMALL_VIDEOS = 30
+SMALL_PER_LABEL = 10
+SMALL_AUC_WIDTH = 0.2
+# Resampled index matrices are built this many entries at a time, bounding memory on big sets.
+_BOOTSTRAP_CHUNK = 4_000_000
 
 
 def _as_arrays(labels: Iterable, scores: Iterable) -> tuple[np.ndarray, np.ndarray]:
@@ -160,6 +182,105 @@ def summarize(labels, scores, *, threshold: float = THRESHOLD) -> dict[str, Any]
     }
 
 
+def bootstrap_indices(labels, *, resamples: int = BOOTSTRAP_RESAMPLES,
+                      seed: int = BOOTSTRAP_SEED) -> np.ndarray:
+    """(resamples, n) row indices of a stratified bootstrap: each row draws the FAKE rows with
+    replacement as many times as there are FAKEs, then the REAL rows likewise.
+
+    Every row therefore holds exactly ``n_fake`` FAKE and ``n_real`` REAL rows, FAKEs first.
+    The same labels and seed give the same indices."""
+    y = np.asarray(labels, dtype=np.int64).ravel()
+    rng = np.random.default_rng(seed)
+    fake, real = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    draws = [group[rng.integers(0, group.size, size=(resamples, group.size))]
+             for group in (fake, real) if group.size]
+    if not draws:
+        return np.zeros((resamples, 0), dtype=np.int64)
+    return np.concatenate(draws, axis=1)
+
+
+def _resampled_auc(y: np.ndarray, p: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """The AUC of each resample (row of ``idx``, FAKEs first), as the Mann-Whitney statistic:
+    the share of (FAKE, REAL) pairs the score orders right, ties counting one half. Equal to
+    the trapezoidal ROC area; computed from per-resample score histograms, not by sorting."""
+    n_fake = int(y.sum())
+    n_real = y.size - n_fake
+    levels, rank = np.unique(p, return_inverse=True)  # rank: each row's score level
+    k = levels.size
+    out = np.empty(idx.shape[0])
+    step = max(1, _BOOTSTRAP_CHUNK // max(1, idx.shape[1] + k))
+    for start in range(0, idx.shape[0], step):
+        block = idx[start:start + step]
+        b = block.shape[0]
+        real_levels = rank[block[:, n_fake:]] + k * np.arange(b)[:, None]
+        equal = np.bincount(real_levels.ravel(), minlength=b * k).reshape(b, k)
+        below = np.cumsum(equal, axis=1) - equal  # REALs scored strictly lower, per level
+        fake_levels = rank[block[:, :n_fake]]
+        wins = (np.take_along_axis(below, fake_levels, axis=1)
+                + 0.5 * np.take_along_axis(equal, fake_levels, axis=1)).sum(axis=1)
+        out[start:start + b] = wins / (n_fake * n_real)
+    return out
+
+
+def bootstrap_intervals(labels, scores, *, threshold: float = THRESHOLD,
+                        resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
+                        level: float = CI_LEVEL) -> dict[str, list[float] | None]:
+    """``{"auc": [lo, hi], "log_loss": [lo, hi], "accuracy": [lo, hi]}``: percentile
+    intervals of a stratified bootstrap over the rows (videos). AUC is None for a one-label
+    set, everything None for an empty one."""
+    y, p = _as_arrays(labels, scores)
+    if not y.size:
+        return {name: None for name in CI_FIGURES}
+    idx = bootstrap_indices(y, resamples=resamples, seed=seed)
+    q = np.clip(p, LOG_LOSS_EPS, 1.0 - LOG_LOSS_EPS)
+    loss = -(y * np.log(q) + (1 - y) * np.log1p(-q))
+    correct = ((p > threshold).astype(np.int64) == y).astype(np.float64)
+    values = {"log_loss": loss[idx].mean(axis=1), "accuracy": correct[idx].mean(axis=1)}
+    if 0 < y.sum() < y.size:
+        values["auc"] = _resampled_auc(y, p, idx)
+    tail = 100 * (1 - level) / 2
+    return {name: ([float(v) for v in np.percentile(values[name], [tail, 100 - tail])]
+                   if name in values else None) for name in CI_FIGURES}
+
+
+def too_small(block: Mapping[str, Any]) -> str | None:
+    """Why a summary block's figures mean little (too few videos, too few of one label, or a
+    wide AUC interval), or None when they stand."""
+    n = block.get("n") or 0
+    few = min(block.get("n_fake") or 0, block.get("n_real") or 0)
+    if n < SMALL_VIDEOS:
+        return f"only {n} labelled videos (fewer than {SMALL_VIDEOS})"
+    if few < SMALL_PER_LABEL:
+        return (f"only {few} {'FAKE' if (block.get('n_fake') or 0) == few else 'REAL'} "
+                f"videos (fewer than {SMALL_PER_LABEL} of a label)")
+    auc = (block.get("ci95") or {}).get("auc")
+    if auc is not None and auc[1] - auc[0] > SMALL_AUC_WIDTH:
+        return f"its AUC interval is {auc[1] - auc[0]:.2f} wide (over {SMALL_AUC_WIDTH})"
+    return None
+
+
+def interval_digits(interval: Sequence[float] | None, *, most: int = 4) -> int:
+    """Decimals that an interval supports: two significant digits of its width (width 0.4:
+    2 decimals, 0.04: 3), at least 1, at most ``most``; ``most`` without an interval."""
+    if not interval or interval[1] - interval[0] <= 0:
+        return most
+    width = interval[1] - interval[0]
+    return int(min(most, max(1, 1 - math.floor(math.log10(width)))))
+
+
+def format_interval(value: float | None, interval: Sequence[float] | None, *,
+                    most: int = 4) -> str:
+    """'0.81 [0.70, 0.90]': a figure and its interval at the precision the interval supports
+    ('-' for an undefined figure, the figure alone at ``most`` decimals without interval)."""
+    if value is None:
+        return "-"
+    d = interval_digits(interval, most=most)
+    text = f"{value:.{d}f}"
+    if interval:
+        text += f" [{interval[0]:.{d}f}, {interval[1]:.{d}f}]"
+    return text
+
+
 def labelled(columns: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """The rows of a prediction table whose label is known, as numpy arrays.
 
@@ -174,33 +295,54 @@ def labelled(columns: Mapping[str, Any]) -> dict[str, np.ndarray]:
     return out
 
 
+def summarize_videos(labels, scores, *, threshold: float = THRESHOLD,
+                     resamples: int = BOOTSTRAP_RESAMPLES,
+                     seed: int = BOOTSTRAP_SEED) -> dict[str, Any]:
+    """``summarize`` plus the bootstrap's ``ci95`` intervals: a video-level block."""
+    block = summarize(labels, scores, threshold=threshold)
+    block["ci95"] = bootstrap_intervals(labels, scores, threshold=threshold,
+                                        resamples=resamples, seed=seed)
+    return block
+
+
 def evaluate(frames: Mapping[str, Any], videos: Mapping[str, Any], *,
-             threshold: float = THRESHOLD) -> dict[str, Any]:
-    """``metrics.json``: frame level, video level, and video level per part.
+             threshold: float = THRESHOLD, resamples: int = BOOTSTRAP_RESAMPLES,
+             seed: int = BOOTSTRAP_SEED) -> dict[str, Any]:
+    """``metrics.json``: frame level, video level, and video level per part; the video-level
+    blocks carry bootstrap intervals (``ci95``), and ``bootstrap`` says how they were drawn.
 
     Both arguments map column names (``label``, ``p_fake``, ``part``) to sequences; rows
-    without a label are left out of the figures."""
+    without a label are left out of the figures. Frames are not resampled: the crops of one
+    video are not independent draws, so a crop-level interval would be falsely narrow."""
     f = labelled(frames)
     v = labelled(videos)
     per_part = {}
     for part in sorted({int(x) for x in v.get("part", ())}):
         rows = v["part"] == part
-        per_part[str(part)] = summarize(v["label"][rows], v["p_fake"][rows],
-                                        threshold=threshold)
+        per_part[str(part)] = summarize_videos(v["label"][rows], v["p_fake"][rows],
+                                               threshold=threshold, resamples=resamples,
+                                               seed=seed)
     return {
         "frame": summarize(f["label"], f["p_fake"], threshold=threshold),
-        "video": summarize(v["label"], v["p_fake"], threshold=threshold),
+        "video": summarize_videos(v["label"], v["p_fake"], threshold=threshold,
+                                  resamples=resamples, seed=seed),
         "per_part": per_part,
+        "bootstrap": {"resamples": resamples, "seed": seed, "level": CI_LEVEL,
+                      "unit": "video", "stratified_by": "label", "method": "percentile"},
     }
 
 
 def format_summary(block: Mapping[str, Any]) -> str:
-    """One line for a terminal, with the label balance beside the log loss it qualifies."""
-    def fmt(x):
-        return "-" if x is None else f"{x:.4f}"
+    """One line for a terminal, with the label balance beside the log loss it qualifies; a
+    video-level block shows AUC, log loss and accuracy with their 95 % intervals, at the
+    precision the intervals support."""
+    ci = block.get("ci95") or {}
+
+    def fmt(x, name=None):
+        return format_interval(x, ci.get(name)) if name else ("-" if x is None else f"{x:.4f}")
 
     return (f"n={block['n']} (fake {block['n_fake']}, real {block['n_real']})  "
-            f"acc={fmt(block['accuracy'])} prec={fmt(block['precision'])} "
-            f"rec={fmt(block['recall'])} f1={fmt(block['f1'])} auc={fmt(block['auc'])} "
-            f"ap={fmt(block['ap'])}  log_loss={fmt(block['log_loss'])} "
+            f"acc={fmt(block['accuracy'], 'accuracy')} prec={fmt(block['precision'])} "
+            f"rec={fmt(block['recall'])} f1={fmt(block['f1'])} auc={fmt(block['auc'], 'auc')} "
+            f"ap={fmt(block['ap'])}  log_loss={fmt(block['log_loss'], 'log_loss')} "
             f"(chance {fmt(block['chance_log_loss'])} at {fmt(block['fake_fraction'])} fake)")
