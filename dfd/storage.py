@@ -255,3 +255,25 @@ def remove(uri: str) -> None:
     fs, path = resolve(uri)
     if fs.get_file_info(path).type == pafs.FileType.File:
         fs.delete_file(path)
+
+
+def local_copy(uri: str, names: tuple[str, ...], scratch: Path) -> Path:
+    """A local folder holding the named files of the folder uri: uri itself when local, else
+    scratch with whichever of them exist there (for tools that read only local files)."""
+    if is_local(uri):
+        return local_path(uri)
+    scratch.mkdir(parents=True, exist_ok=True)
+    fs, root = resolve(uri)
+    for name in names:
+        path = f"{root.rstrip('/')}/{name}"
+        if fs.get_file_info(path).type == pafs.FileType.File:
+            with fs.open_input_stream(path) as f:
+                (scratch / name).write_bytes(f.read())
+    return scratch
+
+
+def publish_folder(local: Path, uri: str) -> None:
+    """Copy every file of a local folder (not its subfolders) into the folder uri."""
+    for f in sorted(Path(local).iterdir()):
+        if f.is_file():
+            commit_file(f, f"{str(uri).rstrip('/')}/{f.name}")

@@ -47,6 +47,9 @@ def add_processing_arguments(p: argparse.ArgumentParser) -> None:
     _flags.add_fields(p, PreprocessConfig, FIELD_FLAGS,
                       aliases={"shards_per_split": ("--shards",)})
     p.add_argument("--force", action="store_true", help="redo parts already committed")
+    p.add_argument("--parts-per-wave", type=int, metavar="N",
+                   help="parts per pipeline run (default 5); each wave commits before the next "
+                        "starts, so a run that dies loses at most N parts' processing")
     add_limit_arguments(p)
 
 
@@ -169,7 +172,8 @@ def config_from_args(args) -> PreprocessConfig:
         try:
             fpo = int(fpo)
         except ValueError:
-            raise DfdError(f"--fakes-per-original must be a number or 'all', got {fpo!r}")
+            raise DfdError(f"--fakes-per-original must be a number or 'all', got {fpo!r}") \
+                from None
     test_parts = parse_part_selection(args.test_parts)
     base = preset("preprocess", args.preset)
     cfg = _flags.from_args(
@@ -192,7 +196,9 @@ def preprocess_from_args(args, beam_args: list[str], *, input: str | None,
 
     return run_preprocess(input, args.output, cfg, parts=parse_part_selection(args.parts),
                           links=args.links, staging=args.staging, force=args.force,
-                          beam_args=beam_args, before_processing=before_processing)
+                          beam_args=beam_args, before_processing=before_processing,
+                          **({"parts_per_wave": args.parts_per_wave}
+                             if args.parts_per_wave is not None else {}))
 
 
 def run_argv(argv: list[str]) -> dict:

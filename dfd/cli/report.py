@@ -18,17 +18,30 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    import tempfile
     from pathlib import Path
 
-    from dfd import report, submission
+    from dfd import report, run_dir, storage, submission
 
-    path = report.render_report(args.predictions, args.out, run_dir=args.run_dir)
-    _, videos, _ = report.read_predictions(args.predictions)
-    if args.videos:
-        n = submission.write_submission(dict(zip(videos["video"], videos["p_fake"])),
-                                        Path(args.out) / report.SUBMISSION,
-                                        template=submission.read_template(args.videos))
-        print(f"submission for {n} videos from {args.videos}")
+    # The report renders from local files: bucket folders are read into scratch first and the
+    # report is copied into the --out bucket after.
+    with tempfile.TemporaryDirectory(prefix="dfd-report-") as scratch:
+        predictions = storage.local_copy(
+            args.predictions, (report.FRAME_PREDICTIONS, report.VIDEO_PREDICTIONS,
+                               report.METRICS), Path(scratch, "predictions"))
+        history = args.run_dir and storage.local_copy(
+            args.run_dir, (run_dir.HISTORY, run_dir.CONFIG), Path(scratch, "run"))
+        out = storage.local_path(args.out) if storage.is_local(args.out) else Path(scratch, "out")
+        path = report.render_report(predictions, out, run_dir=history or None)
+        _, videos, _ = report.read_predictions(predictions)
+        if args.videos:
+            n = submission.write_submission(dict(zip(videos["video"], videos["p_fake"])),
+                                            out / report.SUBMISSION,
+                                            template=submission.read_template(args.videos))
+            print(f"submission for {n} videos from {args.videos}")
+        if not storage.is_local(args.out):
+            storage.publish_folder(out, args.out)
+            path = f"{args.out.rstrip('/')}/{path.name}"
     if videos["video"] and all(label is None for label in videos["label"]):
         print(report.NO_LABELS.format(n=len(videos["video"])))
     print(path)

@@ -11,6 +11,8 @@ start-up and wraps one function of the pipeline. Without DFD_FAULT it does nothi
                                is promoted (its shards staged, earlier parts committed)
     die_mid_promote:N          ... after part N's Parquet folder moved into place and before
                                its TFRecord folder does
+    fail_writing_part:N        a worker about to write a shard of part N raises (a bundle that
+                               keeps failing: the pipeline fails)
 """
 import os
 
@@ -69,6 +71,19 @@ def _install(fault: str) -> None:
                 return promote_folder(output, fmt, p)
 
             commit._promote_folder = dying_promote_folder
+    elif name == "fail_writing_part":
+        from pipelines import transforms
+
+        write = transforms._write_bytes
+        folder = f"/_part-{int(arg):02d}/"
+
+        @functools.wraps(write)
+        def failing_write(uri, data):
+            if folder in uri:
+                raise RuntimeError(f"injected fault: cannot write {uri}")
+            return write(uri, data)
+
+        transforms._write_bytes = failing_write
     else:
         raise ValueError(f"unknown DFD_FAULT {fault!r}")
 
