@@ -43,6 +43,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from dfd import dfdc
 from dfd import manifest as mf
 from dfd.errors import DfdError
 from dfd.kaggle import AccessDenied, Competition, RetryPolicy
@@ -290,7 +291,8 @@ def stage_parts(source: KaggleSource | LinksSource | str, *, staging: str,
     nested = _nested_parts_to_stage(source, listed, selection, manifest,
                                     config_hash_of=config_hash_of, staging=staging,
                                     force=force, retry=retry)
-    if isinstance(source, KaggleSource) and not listed:
+    if isinstance(source, KaggleSource) and not set(listed) - {dfdc.SAMPLE_PART} \
+            and (selection is None or selection - {dfdc.SAMPLE_PART}):
         raise DfdError(part_links_error(source.competition))
     if selection is not None and nested is not None:
         selection = selection & set(listed)  # the rest come from dfdc_train_all.zip

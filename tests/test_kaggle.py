@@ -190,6 +190,7 @@ def test_a_folder_the_api_lists_as_one_zip_is_fetched_and_unpacked(tmp_path, kag
 
 def test_parts_asked_of_the_api_get_one_line_that_names_links(tmp_path, kaggle, kaggle_env):
     out = tmp_path / "raw"
+    kaggle.add_file("train_sample_videos.zip", b"PK\x05\x06" + bytes(18))  # the zip shape
     runs = [dfd(tmp_path, "download", "--parts", "0-4", "--out", str(out)),
             dfd(tmp_path, "download", "--kaggle-files", "--parts", "0", "--out", str(out))]
     for run in runs:

@@ -125,6 +125,8 @@ def _report(results) -> int:
 
 
 def _list(comp, out: str | None) -> int:
+    from dfd import dfdc
+
     files = comp.files()
     for f in files:
         where = ""
@@ -132,7 +134,7 @@ def _list(comp, out: str | None) -> int:
             where = "  present" if comp.is_current(f, out) else "  missing"
         print(f"{f.name}  {f.size:>14,d} B  {f.created or ''}{where}")
     print(f"{len(files)} files, {_size(sum(f.size for f in files))} in all")
-    if not comp.parts():
+    if not set(comp.parts()) - {dfdc.SAMPLE_PART}:  # the labelled sample is no training part
         print("the training parts are not among them: they come as links from the data page "
               "(dfd download --links FILE)")
     return 0

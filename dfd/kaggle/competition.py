@@ -339,7 +339,7 @@ def download_parts(parts: set[int] | None, dest_uri: str, *, competition: str = 
     """
     comp = Competition(competition, retry=retry, scratch_dir=scratch_dir)
     listed = comp.parts()
-    if not listed:
+    if not set(listed) - {dfdc.SAMPLE_PART}:  # the labelled sample is no training part
         raise DfdError(parts_not_served(competition))
     wanted = sorted(listed) if parts is None else sorted(parts)
     missing = [p for p in wanted if p not in listed]
