@@ -451,8 +451,10 @@ def _write_batch(batch: Path, part: int, *, model: str, shift: float) -> None:
         p = 0.2 + 0.6 * label + shift
         frames += [{"video": video, "part": part, "frame_index": i, "face_index": 0,
                     "label": label, "p_fake": p, "model": model} for i in (0, 10)]
-        videos.append({"video": video, "part": part, "label": label, "p_fake": p, "n_faces": 2,
-                       "aggregation": "mean", "model": model})
+        record = {"video": video, "part": part, "label": label, "p_fake": p, "n_faces": 2,
+                  "aggregation": "mean", "model": model, "scored_by": "model", "reason": None}
+        # how a video was scored: recorded from VIDEO_PREDICTION version 2 on
+        videos.append({k: v for k, v in record.items() if k in schemas.VIDEO_PREDICTION.names})
     pq.write_table(schemas.to_arrow_table(frames, schemas.FRAME_PREDICTION),
                    batch / "frame_predictions.parquet")
     pq.write_table(schemas.to_arrow_table(videos, schemas.VIDEO_PREDICTION),
