@@ -27,6 +27,8 @@ _FOLDER_RE = re.compile(r"^dfdc_train_part_(\d+)$")
 # its shards are part-99, and ``--test-parts 99`` holds it out whole.
 SAMPLE_FOLDER = "train_sample_videos"
 SAMPLE_PART = 99
+# The data page's one-file form of the training set: the 50 part zips, nested.
+ALL_PARTS_ZIP = "dfdc_train_all.zip"
 
 
 def part_zip_name(part: int) -> str:
@@ -44,6 +46,11 @@ def parse_part_name(name: str) -> int | None:
         return SAMPLE_PART
     m = _ZIP_RE.match(name) or _FOLDER_RE.match(name)
     return int(m.group(1)) if m else None
+
+
+def is_all_parts_zip(uri: str | None) -> bool:
+    """Whether uri names dfdc_train_all.zip, whose nested part zips are staged before use."""
+    return bool(uri) and uri.rstrip("/").rsplit("/", 1)[-1] == ALL_PARTS_ZIP
 
 
 def parse_part_selection(spec: str | None) -> set[int] | None:
@@ -323,7 +330,7 @@ def check_part_source(input: str | None, links: str | None, staging: str | None)
         raise DfdError("--links and --input are two sources of parts: give one")
     if not links and not input:
         raise DfdError("no parts to process: give --input (a folder of parts) or --links FILE")
-    fetched = links or input.startswith("kaggle://")
+    fetched = links or input.startswith("kaggle://") or is_all_parts_zip(input)
     if fetched and not staging:
         raise DfdError(f"{'--links' if links else input} needs --staging: a folder or "
                        f"gs:// / s3:// URI where the fetched parts are kept")

@@ -38,6 +38,7 @@ import json
 import logging
 import time
 import uuid
+import zipfile
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -87,11 +88,23 @@ class LinksSource:
         return part_links.PartLinks(list(self.links), retry=retry, scratch_dir=scratch_dir)
 
 
-def source_of(input: str | None, links: str | None) -> KaggleSource | LinksSource | None:
-    """What the fetch stage fetches from: a links file, a kaggle:// input, or None (the
-    input is a folder of parts already)."""
+@dataclasses.dataclass(frozen=True)
+class AllPartsZip:
+    """dfdc_train_all.zip as input (local, gs://, s3://): its nested part zips are staged."""
+    uri: str
+
+    def __str__(self) -> str:
+        return self.uri
+
+
+def source_of(input: str | None,
+              links: str | None) -> KaggleSource | LinksSource | AllPartsZip | None:
+    """What the fetch stage fetches from: a links file, a kaggle:// input, dfdc_train_all.zip,
+    or None (the input is a folder of parts already)."""
     if links:
         return LinksSource(links, tuple(part_links.read_links(links)))
+    if dfdc.is_all_parts_zip(input):
+        return AllPartsZip(input)
     competition = competition_of(input) if input else None
     return KaggleSource(competition) if competition else None
 
@@ -286,6 +299,22 @@ def stage_parts(source: KaggleSource | LinksSource | str, *, staging: str,
     "staged": [...], "failed": [...]}; no pipeline runs when nothing needs fetching."""
     if isinstance(source, str):  # a bare name is a Kaggle competition
         source = KaggleSource(source)
+    if isinstance(source, AllPartsZip):
+        with part_links.open_seekable(source.uri) as f, zipfile.ZipFile(f) as zf:
+            held = set(part_links.nested_parts(zf))
+        wanted = held if selection is None else set(selection)
+        done = _stage_nested(
+            wanted, manifest, config_hash_of=config_hash_of, force=force,
+            stage=lambda needed: part_links.unpack_nested_parts(source.uri, staging,
+                                                                parts=set(needed)))
+        missing = sorted(wanted - held)
+        failed = [{"part": p, "reason": "not_in_archive",
+                   "detail": f"{source.uri} holds no part {p}"} for p in missing]
+        log.info("%s: %d part(s); staged %s; up to date %s", source, len(held),
+                 [r["part"] for r in done["staged"]], done["up_to_date"])
+        return {"to_process": [r["part"] for r in done["staged"]],
+                "up_to_date": done["up_to_date"], "staged": done["staged"],
+                "failed": sorted(done["failed"] + failed, key=lambda r: r["part"])}
     fetcher = source.open(retry)
     listed = fetcher.parts()
     nested = _nested_parts_to_stage(source, listed, selection, manifest,
@@ -330,17 +359,30 @@ def _nested_parts_to_stage(source, listed: dict, selection: set[int] | None, man
         [None]
     if all_zip is None:
         return None
-    if selection is None:  # every part the archive holds
-        wanted = set(range(50)) - set(listed)
-    else:
-        wanted = set(selection) - set(listed)
+    wanted = (set(range(50)) if selection is None else set(selection)) - set(listed)
+    return _stage_nested(
+        wanted, manifest, config_hash_of=config_hash_of, force=force,
+        stage=lambda needed: part_links.download_links([all_zip], staging, parts=set(needed),
+                                                       jobs=1, retry=retry))
+
+
+def _stage_nested(wanted: set[int], manifest: dict, *, config_hash_of, force: bool,
+                  stage) -> dict:
+    """Stage the wanted parts not committed under this config from dfdc_train_all.zip with
+    stage(needed) (FetchResults: the archive itself, then its parts); a failure of the
+    archive fails every part needed from it."""
     needed = sorted(p for p in wanted if force or mf.part_key(p) not in manifest["parts"]
                     or manifest["parts"][mf.part_key(p)]["config_hash"] != config_hash_of(p))
     current = sorted(wanted - set(needed))
     if not needed:
         return {"staged": [], "failed": [], "up_to_date": current}
-    results = part_links.download_links([all_zip], staging, parts=set(needed), jobs=1,
-                                        retry=retry)
+    try:
+        results = stage(needed)
+    except (DfdError, zipfile.BadZipFile, OSError) as exc:
+        detail = f"{part_links.ALL_PARTS_ZIP}: {type(exc).__name__}: {exc}"
+        return {"staged": [], "up_to_date": current,
+                "failed": [{"part": p, "reason": "fetch_failed", "detail": detail}
+                           for p in needed]}
     staged, failed = [], []
     for r in results:
         if r.file.part is None and r.status != "failed":

@@ -152,3 +152,49 @@ def test_preprocess_reads_the_real_layouts_and_records_what_it_doubted(tmp_path)
     assert {(e["video"], e["reason"]) for e in errors} >= {(orphan, "original_missing")}
     assert (sample_entry["videos_with_records"] + sample_entry["videos_rejected"]
             + sample_entry["fakes_left_out"]) == sample_entry["videos_in_metadata"]
+
+
+def test_dfdc_train_all_zip_as_input_stages_its_nested_parts(tmp_path):
+    from pipelines.fetch import AllPartsZip, source_of, stage_parts
+
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    all_zip = tmp_path / "dfdc_train_all.zip"
+    with zipfile.ZipFile(all_zip, "w", zipfile.ZIP_STORED) as zf:
+        for p in (0, 1, 2):
+            zf.write(write_zip(parts / dfdc.part_zip_name(p), dfdc.part_folder_name(p)),
+                     f"dfdc_train_all/{dfdc.part_zip_name(p)}")
+    assert source_of(str(all_zip), None) == AllPartsZip(str(all_zip))
+    staging = tmp_path / "staging"
+    manifest = {"parts": {"00": {"config_hash": "h"}}}  # part 0 committed under this config
+
+    def stage(selection):
+        return stage_parts(AllPartsZip(str(all_zip)), staging=str(staging), selection=selection,
+                           manifest=manifest, config_hash_of=lambda p: "h", beam_args=[])
+
+    staged = stage(None)
+    assert (staged["to_process"], staged["up_to_date"], staged["failed"]) == ([1, 2], [0], [])
+    for p in (1, 2):
+        assert (staging / dfdc.part_zip_name(p)).read_bytes() == \
+            (parts / dfdc.part_zip_name(p)).read_bytes()
+    assert not (staging / dfdc.part_zip_name(0)).exists()
+    assert [s.part for s in discover_parts(str(staging))] == [1, 2]
+    again = stage({1, 7})  # staged already: nothing is streamed out again
+    assert [(r["part"], r["status"]) for r in again["staged"]] == [(1, "present")]
+    assert again["failed"] == [{"part": 7, "reason": "not_in_archive",
+                                "detail": f"{all_zip} holds no part 7"}]
+
+
+def test_dfdc_train_all_zip_as_input_needs_somewhere_to_stage_its_parts(tmp_path):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run([sys.executable, "-m", "dfd.cli", "preprocess", "--input",
+                          str(tmp_path / "dfdc_train_all.zip"), "--output", str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=120, cwd=root)
+    assert run.returncode == 1
+    [line] = run.stderr.splitlines()
+    assert line.startswith(f"dfd preprocess: error: {tmp_path / 'dfdc_train_all.zip'} needs "
+                           f"--staging: a folder or gs:// / s3:// URI where the fetched parts "
+                           f"are kept")

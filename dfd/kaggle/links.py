@@ -54,7 +54,7 @@ from dfd.output_tree import join
 
 log = logging.getLogger(__name__)
 
-ALL_PARTS_ZIP = "dfdc_train_all.zip"  # the 50 part zips, nested in one
+ALL_PARTS_ZIP = dfdc.ALL_PARTS_ZIP  # the 50 part zips, nested in one
 RULES_URL = f"https://www.kaggle.com/competitions/{COMPETITION}/rules"
 FRESH_LINKS = (f"accept the rules at {RULES_URL} and copy fresh links from the competition's "
                f"data page")
