@@ -12,11 +12,12 @@ rule, and is still counted in the metrics.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-NO_FACE_SCORE = 0.5
+FALLBACK_SCORE = 0.5  # no evidence either way: what a video the model cannot score gets
+NO_FACE_SCORE = FALLBACK_SCORE
 DEFAULT = "mean"
 
 Rule = Callable[[np.ndarray], float]
@@ -107,25 +108,35 @@ def aggregate_videos(videos: Iterable[str], scores: Iterable[float],
 
 
 def video_records(frames: Mapping[str, Sequence], *, model: str, rule: str = DEFAULT,
-                  faceless: Iterable[Mapping] = ()) -> list[dict]:
-    """``VIDEO_PREDICTION`` records from ``FRAME_PREDICTION`` columns, one per (part, video),
-    sorted; ``faceless`` videos (dicts with video, part, label) get ``NO_FACE_SCORE``.
+                  fallback: Iterable[Mapping] = (),
+                  fallback_score: float = FALLBACK_SCORE) -> list[dict]:
+    """``VIDEO_PREDICTION`` records, one per (part, video), sorted: the model's, from
+    ``FRAME_PREDICTION`` columns (``scored_by`` model), and ``fallback_score`` for each
+    ``fallback`` video without a scored crop (dicts with video, part, label and the reject
+    ``reason``; ``scored_by`` fallback).
 
     ``frames`` maps column names to sequences, e.g. ``pyarrow.Table.to_pydict()``."""
     get(rule)  # fail on an unknown name before any work
     scores: dict[tuple[int, str], list[float]] = {}
     labels: dict[tuple[int, str], int | None] = {}
+    reasons: dict[tuple[int, str], str] = {}
     for video, part, label, p in zip(frames["video"], frames["part"], frames["label"],
                                      frames["p_fake"]):
         key = (int(part), video)
         scores.setdefault(key, []).append(float(p))
         labels.setdefault(key, label)
-    for row in faceless:
+    for row in fallback:
         key = (int(row["part"]), row["video"])
-        if key not in scores:
-            scores[key] = []
+        if key not in scores and key not in reasons:
             labels[key] = row.get("label")
-    return [{"video": video, "part": part, "label": labels[(part, video)],
-             "p_fake": aggregate(scores[(part, video)], rule),
-             "n_faces": len(scores[(part, video)]), "aggregation": rule, "model": model}
-            for part, video in sorted(scores)]
+            reasons[key] = row.get("reason") or "no_face"
+    out = []
+    for key in sorted(set(scores) | set(reasons)):
+        part, video = key
+        scored = key in scores
+        out.append({"video": video, "part": part, "label": labels[key],
+                    "p_fake": aggregate(scores[key], rule) if scored else float(fallback_score),
+                    "n_faces": len(scores.get(key, ())), "aggregation": rule, "model": model,
+                    "scored_by": "model" if scored else "fallback",
+                    "reason": None if scored else reasons[key]})
+    return out

@@ -82,6 +82,13 @@ class TrainConfig:
     cpus_per_worker: float = 1.0
     max_failures: int = 3  # worker-group restarts from the last checkpoint before giving up
     checkpoints_to_keep: int = 2
+    # Model selection (dfd.model_selection): the exported epoch, the learning-rate schedule
+    # and early stopping, all resumed from a checkpoint as if never stopped.
+    select: str = "val_loss"  # val_loss (lowest) | val_auc (highest) | last
+    lr_schedule: str = "none"  # none | cosine | plateau
+    plateau_patience: int = 2  # plateau: epochs without a better value before the rate drops
+    plateau_factor: float = 0.5  # plateau: what the rate is multiplied by when it drops
+    early_stopping: int = 0  # stop after this many epochs without a better value; 0 = never
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +101,9 @@ class InferConfig:
     # pool cannot starve them (with every CPU held by actors, Ray Data deadlocks).
     cpus_per_actor: float = 1.0
     aggregation: str = "mean"  # mean | median | max | confident (dfd.aggregate)
+    # The score of a video the pipeline could not score (no face, unreadable, ...): every
+    # labelled video counts, as Kaggle scored every test video.
+    fallback_score: float = 0.5
 
 
 JOBS = {"synth": SynthConfig, "preprocess": PreprocessConfig, "train": TrainConfig,

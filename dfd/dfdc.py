@@ -118,11 +118,27 @@ def _shown(text: str, limit: int) -> str:
     return f"{text[:limit - 20]}...{digest}"
 
 
-def reject(video: str, part: int, reason: str, detail: str) -> dict:
+def reject(video: str, part: int, reason: str, detail: str, *, label: int | None = None,
+           original: str | None = None) -> dict:
     """A schemas.REJECT record. Names and details from hostile inputs are made storable:
-    printable, valid UTF-8 and bounded in length."""
+    printable, valid UTF-8 and bounded in length. ``label`` and ``original`` are the video's
+    metadata.json entry, when it has one (``with_entries`` fills them in later)."""
     return {"video": _shown(video, _SHOWN_CHARS), "part": part, "reason": reason,
-            "detail": _shown(detail, _DETAIL_CHARS)}
+            "detail": _shown(detail, _DETAIL_CHARS), "label": label,
+            "original": None if original is None else _shown(original, _SHOWN_CHARS)}
+
+
+def with_entries(rejects: list[dict], entries: list[Entry]) -> list[dict]:
+    """The rejects with the label and original of their metadata.json entry, where the video
+    has one and the reject does not say already."""
+    by_name = {e.name: e for e in entries}
+    out = []
+    for r in rejects:
+        entry = by_name.get(r["video"])
+        if entry is not None and r.get("label") is None:
+            r = {**r, "label": entry.label, "original": _shown(entry.original, _SHOWN_CHARS)}
+        out.append(r)
+    return out
 
 
 class _JsonObject(dict):

@@ -6,15 +6,17 @@ generalization report all evaluate through these functions; only the scoring of 
 (a Ray Data actor pool) lives with Ray. An evaluation folder holds::
 
     <out>/frame_predictions.parquet   one FRAME_PREDICTION per scored face crop
-    <out>/video_predictions.parquet   one VIDEO_PREDICTION per video, faceless videos at 0.5
+    <out>/video_predictions.parquet   one VIDEO_PREDICTION per video: the model's score, or the
+                                      fallback score (0.5) of a video the pipeline rejected
     <out>/rejected_crops.parquet      REJECT records of crops that did not decode (if any)
     <out>/metrics.json                frame, video and per-part figures; written last, so its
                                       presence marks the folder complete
     <out>/report/                     report.html, its PNGs, submission.csv
 
-Videos the preprocessing rejected for having no face (``errors/part-NN.parquet``) are scored
-0.5 and counted; their labels come from the part's metadata.json, found through the
-``source`` the manifest recorded for the part.
+Every labelled video of the selection counts: a video the preprocessing rejected (no face,
+unreadable, truncated, original missing, ... in ``errors/part-NN.parquet``, which also holds its
+label) gets the fallback score, and ``metrics.json["coverage"]`` says how many of each there
+are. Nothing here reads the raw parts.
 """
 from __future__ import annotations
 
@@ -23,9 +25,8 @@ import json
 import logging
 import posixpath
 import tempfile
-import zipfile
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pyarrow.fs as pafs
@@ -35,8 +36,8 @@ import schemas
 from dfd import aggregate, dfdc, metrics, report, shards, storage
 from dfd import manifest as mf
 from dfd import output_tree as ot
-from dfd.config import Limits
 from dfd.errors import DfdError
+from dfd.splits import assign_split
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class ShardSelection:
     total_bytes: int  # their size on storage
     parts: list[int]  # parts that have at least one selected shard
     whole_parts: frozenset[int]  # parts all of whose shards are selected (every split)
+    split: str | None = None  # the split selected (None: every split)
 
 
 def select_shards(data: str, *, parts: set[int] | None, split: str | None) -> ShardSelection:
@@ -100,7 +102,7 @@ def select_shards(data: str, *, parts: set[int] | None, split: str | None) -> Sh
                     sorted(set(parts) - set(chosen)))
     uri_of = (lambda p: p) if storage.is_local(data) else (lambda p: _uri(data, p))
     return ShardSelection([uri_of(f) for f in files], sum(sizes[f] for f in files), chosen,
-                          frozenset(whole))
+                          frozenset(whole), split)
 
 
 def _uri(data: str, path: str) -> str:
@@ -113,78 +115,84 @@ def shard_key(uri: str) -> str:
     return storage.resolve(uri)[1]
 
 
-# ---- videos without a face ---------------------------------------------------------------------
+# ---- videos the pipeline could not score ---------------------------------------------------------
 
-def _read_metadata(source: str, part: int, *, max_bytes: int) -> dict[str, dfdc.Entry]:
-    """The metadata.json entries of a part's zip or folder, by video name, read no further
-    than ``max_bytes`` (the pipeline's member limit)."""
-    fs, path = storage.resolve(source)
-    info = fs.get_file_info(path)
-    if info.type == pafs.FileType.Directory:
-        meta = fs.get_file_info(posixpath.join(path, dfdc.METADATA))
-        if meta.size is not None and meta.size > max_bytes:
-            raise ValueError(f"{dfdc.METADATA} holds {meta.size} bytes, over the limit of "
-                             f"{max_bytes}")
-        with fs.open_input_stream(meta.path) as f:
-            raw = f.read(max_bytes + 1)
-        if len(raw) > max_bytes:
-            raise ValueError(f"{dfdc.METADATA} is over the limit of {max_bytes} bytes")
-    else:
-        with fs.open_input_file(path) as f, zipfile.ZipFile(f) as zf:
-            names = [n for n in zf.namelist()
-                     if posixpath.basename(n) == dfdc.METADATA and n.count("/") <= 1]
-            if not names:
-                raise ValueError(f"{source} holds no {dfdc.METADATA}")
-            raw = dfdc.read_member(zf, names[0], max_bytes=max_bytes)
-    entries, _ = dfdc.parse_metadata(raw, part=part)
-    return {e.name: e for e in entries}
+def rejected_videos(data: str, selection: ShardSelection) -> list[dict]:
+    """The videos of the selection that the preprocessing rejected (``errors/part-NN.parquet``:
+    no face, unreadable, truncated, original missing, ...), one per (part, video), with their
+    label, original and reason.
 
-
-def faceless_videos(data: str, selection: ShardSelection, *,
-                    max_metadata_bytes: int = Limits.max_member_bytes) -> list[dict]:
-    """Videos of the selected parts rejected for having no face, with their labels.
-
-    A faceless video belongs to the selection when its whole part is selected, or when its
+    A rejected video belongs to the selection when its whole part is selected, or when its
     original's group has face records in the chosen split (a split never separates a fake
-    from its original). Labels come from the source metadata; when it cannot be read the
-    video is kept with an unknown label, shown but not counted."""
+    from its original); a group without any face record falls in the split the split rule
+    gives its original, with the validation fraction the manifest records for the part.
+    Errors files of reject schema 1 carry no labels: their videos are kept unlabelled (counted
+    as unscorable) and a warning says to re-run the part."""
     manifest = mf.read(data)
-    sources = {int(k): v["source"] for k, v in manifest["parts"].items()}
-    originals_in_split: dict[int, set[str]] | None = None
-    out = []
+    out, seen = [], set()
     for part in selection.parts:
-        errors = storage.resolve(ot.errors_path(data, part))
-        if errors[0].get_file_info(errors[1]).type != pafs.FileType.File:
+        fs, path = storage.resolve(ot.errors_path(data, part))
+        if fs.get_file_info(path).type != pafs.FileType.File:
             continue
-        rejects = pq.read_table(errors[1], filesystem=errors[0]).to_pylist()
-        names = [r["video"] for r in rejects if r["reason"] == NO_FACE_REASON]
-        if not names:
-            continue
-        try:
-            if part not in sources:
-                raise ValueError("the manifest lists no source for the part")
-            entries = _read_metadata(sources[part], part, max_bytes=max_metadata_bytes)
-        except Exception as exc:  # any unreadable source: the videos stay, unlabelled
-            log.warning("part %d: %d faceless videos left unlabelled, not counted: their "
-                        "metadata.json is unreadable (%s)", part, len(names), exc)
-            entries = {}
-        for name in names:
-            entry = entries.get(name)
-            if part not in selection.whole_parts:
-                if entry is None:
-                    continue  # neither split nor label known
-                if originals_in_split is None:
-                    originals_in_split = _originals(selection)
-                if entry.original not in originals_in_split.get(part, set()):
-                    continue
-            out.append({"video": name, "part": part,
-                        "label": entry.label if entry else None})
+        table = pq.read_table(path, filesystem=fs)
+        if "label" not in table.column_names:
+            log.warning("part %d: its errors file predates labelled rejects (reject schema 1); "
+                        "its %d rejected videos count as unscorable: re-run `dfd preprocess "
+                        "--force --parts %d` to label them", part, table.num_rows, part)
+        rejects = table.to_pylist()
+        if part not in selection.whole_parts:
+            belongs = _in_selection(data, part, manifest, selection)
+            rejects = [r for r in rejects if belongs(r.get("original"))]
+        for r in rejects:
+            key = (part, r["video"])
+            if key in seen:  # both copies of a duplicated member: one video
+                continue
+            seen.add(key)
+            out.append({"video": r["video"], "part": part, "label": r.get("label"),
+                        "original": r.get("original"), "reason": r["reason"]})
     return out
 
 
-def _originals(selection: ShardSelection) -> dict[int, set[str]]:
+def _in_selection(data: str, part: int, manifest: dict,
+                  selection: ShardSelection) -> Callable[[str | None], bool]:
+    """Whether a rejected video of a partly selected part belongs to the selection, judged by
+    its original: its group has records in the selected split, or has none in any split and
+    the split rule puts it there."""
+    mine = [f for f in selection.files if f"/{ot.part_folder(part)}/" in f]
+    selected = _originals(mine).get(part, set())
+    every = select_shards(data, parts={part}, split=None).files
+    with_records = _originals(every).get(part, set())
+    held_out = any(ot.parse_shard_name(posixpath.basename(f))["split"] == "test"
+                   for f in every)
+    entry = manifest["parts"].get(mf.part_key(part))
+    settings = manifest["settings"].get(entry["config_hash"]) if entry else None
+
+    if settings is None and not held_out:
+        log.warning("part %d: its manifest entry predates recorded settings, so a rejected "
+                    "video whose group has no face record cannot be placed in a split; such "
+                    "videos count only when the whole part is evaluated", part)
+
+    def split_of(original: str) -> str | None:
+        if held_out:
+            return "test"
+        if settings is None:
+            return None
+        return assign_split(part, original, test_parts=(),
+                            validation_fraction=settings["validation_fraction"])
+
+    def belongs(original: str | None) -> bool:
+        if original is None:
+            return False
+        if original in selected:
+            return True
+        return original not in with_records and split_of(original) == selection.split
+
+    return belongs
+
+
+def _originals(files: Sequence[str]) -> dict[int, set[str]]:
     found: dict[int, set[str]] = {}
-    for uri in selection.files:
+    for uri in files:
         fs, path = storage.resolve(uri)
         table = pq.read_table(path, filesystem=fs, columns=["part", "original"])
         for part, original in zip(table["part"].to_pylist(), table["original"].to_pylist()):
@@ -234,8 +242,10 @@ def crop_records(crops: Mapping[str, np.ndarray], p_fake: np.ndarray, *, model: 
         frame, face = int(crops["frame_index"][i]), int(crops["face_index"][i])
         if not np.isfinite(p_fake[i]):
             error = str(errors[i]) if errors is not None else "not scored"
+            label = crops["label"][i]
             rejected.append(dfdc.reject(video, part, BAD_CROP_REASON,
-                                        f"frame {frame} face {face}: {error}"))
+                                        f"frame {frame} face {face}: {error}",
+                                        label=None if label is None else int(label)))
             continue
         label = crops["label"][i]
         frames.append({"video": video, "part": part, "frame_index": frame, "face_index": face,
@@ -247,13 +257,64 @@ def crop_records(crops: Mapping[str, np.ndarray], p_fake: np.ndarray, *, model: 
 # ---- videos and metrics ------------------------------------------------------------------------
 
 def evaluate_model(frames: Sequence[Mapping], *, model: str, rule: str,
-                   faceless: Sequence[Mapping] = ()) -> tuple[list[dict], dict]:
-    """Video records and ``metrics.evaluate`` of one model's frame records; ``faceless``
-    videos (no face found by the preprocessing) are scored 0.5 and counted."""
+                   rejected: Sequence[Mapping] = (), bad_crops: Sequence[Mapping] = (),
+                   fallback_score: float = aggregate.FALLBACK_SCORE,
+                   listed: Mapping[int, Mapping] | None = None) -> tuple[list[dict], dict]:
+    """Video records and metrics of one model's frame records.
+
+    Every video counts: the model scores the videos with crops; each ``rejected`` video (from
+    ``rejected_videos``) and each video whose crops all failed to decode (``bad_crops``, the
+    REJECT records of ``crop_records``) gets ``fallback_score``, as Kaggle scored every test
+    video. ``metrics.json["video"]`` is over all of them, ``["video_model_only"]`` over the
+    model's alone, and ``["coverage"]`` counts them per part and overall; ``listed`` (the
+    manifest's entries of the wholly selected parts) adds the videos listed and the fakes left
+    out by balancing."""
     aggregate.get(rule)  # an unknown rule fails here, not after scoring
     columns = {k: [f[k] for f in frames] for k in ("video", "part", "label", "p_fake")}
-    videos = aggregate.video_records(columns, model=model, rule=rule, faceless=faceless)
-    return videos, evaluate_predictions(columns, videos)
+    fallback = list(rejected) + [{**r, "reason": BAD_CROP_REASON} for r in bad_crops]
+    videos = aggregate.video_records(columns, model=model, rule=rule, fallback=fallback,
+                                     fallback_score=fallback_score)
+    evaluated = evaluate_predictions(columns, videos)
+    evaluated["video_model_only"] = evaluate_predictions(
+        columns, [v for v in videos if v["scored_by"] == "model"])["video"]
+    evaluated["coverage"] = coverage(videos, listed=listed or {},
+                                     fallback_score=fallback_score)
+    return videos, evaluated
+
+
+def coverage(videos: Sequence[Mapping], *, listed: Mapping[int, Mapping],
+             fallback_score: float) -> dict:
+    """How many videos the figures stand on, per part and overall: scored by the model, by
+    the fallback (by reason), unscorable (no label), and, for wholly selected parts, the videos
+    metadata.json lists and the fakes balancing left out (which are never scored)."""
+    def block(rows: list[Mapping], entry: Mapping | None) -> dict:
+        labelled = [v for v in rows if v["label"] is not None]
+        by_reason: dict[str, int] = {}
+        for v in labelled:
+            if v["scored_by"] == "fallback":
+                by_reason[v["reason"]] = by_reason.get(v["reason"], 0) + 1
+        return {"listed": entry["videos_in_metadata"] if entry else None,
+                "fakes_left_out": entry["fakes_left_out"] if entry else None,
+                "scored_by_model": sum(v["scored_by"] == "model" for v in labelled),
+                "scored_by_fallback": dict(sorted(by_reason.items())),
+                "unscorable_no_label": len(rows) - len(labelled)}
+
+    parts = sorted({int(v["part"]) for v in videos} | {int(p) for p in listed})
+    per_part = {mf.part_key(p): block([v for v in videos if int(v["part"]) == p],
+                                      listed.get(p)) for p in parts}
+    overall = block(list(videos), None)
+    if parts and all(p in listed for p in parts):
+        overall["listed"] = sum(listed[p]["videos_in_metadata"] for p in parts)
+        overall["fakes_left_out"] = sum(listed[p]["fakes_left_out"] for p in parts)
+    return {"fallback_score": fallback_score, "overall": overall, "per_part": per_part}
+
+
+def listed_parts(data: str, selection: ShardSelection) -> dict[int, dict]:
+    """The manifest entries of the parts the selection takes whole (their counts are the
+    coverage's denominators)."""
+    manifest = mf.read(data)
+    return {p: manifest["parts"][mf.part_key(p)] for p in selection.whole_parts
+            if mf.part_key(p) in manifest["parts"]}
 
 
 def evaluate_predictions(frames: Mapping[str, Sequence] | Sequence[Mapping],

@@ -162,7 +162,8 @@ def process_video(ref: VideoRef, *, split: str, cfg: PreprocessConfig, detector:
 
 
 def _reject(ref: VideoRef, reason: str, detail: str) -> dict:
-    return schemas.validate(dfdc.reject(ref.name, ref.part, reason, detail), schemas.REJECT)
+    return schemas.validate(dfdc.reject(ref.name, ref.part, reason, detail, label=ref.label,
+                                        original=ref.original), schemas.REJECT)
 
 
 def process_group(original: VideoRef | None, fakes: Sequence[VideoRef], *, split: str,

@@ -65,7 +65,8 @@ class _PlanPartFn(beam.DoFn):
         self.left_out.inc(len(plan.left_out))
         yield beam.pvalue.TaggedOutput(OUTCOMES, (spec.part, ("listed", sorted(listed))))
         yield beam.pvalue.TaggedOutput(OUTCOMES, (spec.part, ("left_out", plan.left_out)))
-        for r in member_rejects + meta_rejects + plan_rejects:
+        # Each rejected video carries its label and original, so evaluations count it.
+        for r in dfdc.with_entries(member_rejects + meta_rejects + plan_rejects, entries):
             yield beam.pvalue.TaggedOutput(REJECTS, (spec.part, r))
         for unit in plan.units:
             # An original refused for its size is absent from openers: its fakes are then

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import ray
@@ -132,7 +132,7 @@ def run_inference(data: str, run_dir: str, out: str, *, parts: set[int] | None =
     aggregate.get(cfg.aggregation)  # an unknown rule fails before Ray starts
     selection = evaluation.select_shards(data, parts=parts, split=split)
     model_files, name = read_model_files(run_dir)
-    faceless = evaluation.faceless_videos(data, selection)
+    rejected = evaluation.rejected_videos(data, selection)
     log.info("scoring %d shards of parts %s (split %s) with %s on %d actors",
              len(selection.files), selection.parts, split or "any", name, cfg.actors)
 
@@ -145,17 +145,18 @@ def run_inference(data: str, run_dir: str, out: str, *, parts: set[int] | None =
     finally:
         if started:
             ray.shutdown()
-    frames, rejected = evaluation.crop_records(crops, crops["p_fake"], model=name)
+    frames, bad_crops = evaluation.crop_records(crops, crops["p_fake"], model=name)
     log.info("scored %d crops in %.1f s (%.0f crops/s)", len(frames), seconds,
              len(frames) / seconds if seconds else 0.0)
-    videos, evaluated = evaluation.evaluate_model(frames, model=name, rule=cfg.aggregation,
-                                                  faceless=faceless)
+    videos, evaluated = evaluation.evaluate_model(
+        frames, model=name, rule=cfg.aggregation, rejected=rejected, bad_crops=bad_crops,
+        fallback_score=cfg.fallback_score, listed=evaluation.listed_parts(data, selection))
     evaluated["run"] = {"model": name, "run_dir": str(run_dir), "data": str(data),
                         "parts": selection.parts, "split": split,
                         "aggregation": cfg.aggregation, "actors": cfg.actors,
                         "scoring_seconds": round(seconds, 2),  # actor start-up included
-                        "rejected_crops": len(rejected), "faceless_videos": len(faceless)}
-    evaluation.write_evaluation(out, frames, videos, evaluated, rejected=rejected)
+                        "rejected_crops": len(bad_crops), "rejected_videos": len(rejected)}
+    evaluation.write_evaluation(out, frames, videos, evaluated, rejected=bad_crops)
     if write_report:
         evaluation.write_report(out, run_dir)
     return evaluated

@@ -26,13 +26,13 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import ray
 
 from dfd import config as dfd_config
-from dfd import manifest, output_tree, storage, train_input
+from dfd import manifest, output_tree, storage
 from dfd import run_dir as rundir
 from dfd import training_run
 from dfd.config import InferConfig, TrainConfig
@@ -183,7 +183,7 @@ class Evaluation:
     data: str
     split: str
     name: str  # names its folder beside the run: held-out, validation
-    faceless: bool = True  # count videos without a face at 0.5, as dfd infer does
+    fallback: bool = True  # count every video, rejected ones at the fallback, as dfd infer does
 
 
 def evaluate(requests: Sequence[Evaluation], cfg: InferConfig) -> list[dict]:
@@ -192,11 +192,11 @@ def evaluate(requests: Sequence[Evaluation], cfg: InferConfig) -> list[dict]:
     and each model's figures taken over its own set, then written beside its run as
     `dfd infer` writes them.
 
-    Without ``faceless`` only videos with crops count (validation sets, where a random image
+    Without ``fallback`` only videos with crops count (validation sets, where a random image
     split has no notion of a video without images)."""
     hashes = {r.data: data_hash(r.data) for r in requests}
     dirs = [runs.eval_dir(r.run.run_dir, name=r.name, data_hash=hashes[r.data],
-                          aggregation=cfg.aggregation, faceless=r.faceless) for r in requests]
+                          aggregation=cfg.aggregation, faceless=r.fallback) for r in requests]
     results = [evaluation.read_evaluation(d) for d in dirs]
     missing = [i for i, r in enumerate(results) if r is None]
     if not missing:
@@ -217,28 +217,30 @@ def evaluate(requests: Sequence[Evaluation], cfg: InferConfig) -> list[dict]:
                             total_bytes=sum(sel.total_bytes for sel in sets.values()))
     seconds = time.perf_counter() - started
     paths = crops["path"].astype(str)
-    no_face = {}
+    rejected_of: dict[tuple[str, str], list[dict]] = {}
     for i in missing:
         request = requests[i]
         selection = sets[(request.data, request.split)]
         rows = np.isin(paths, [evaluation.shard_key(f) for f in selection.files])
         mine = {name: values[rows] for name, values in crops.items()}
-        if request.faceless and (request.data, request.split) not in no_face:
-            no_face[(request.data, request.split)] = evaluation.faceless_videos(request.data,
-                                                                           selection)
-        faceless = no_face.get((request.data, request.split), []) if request.faceless else []
+        key = (request.data, request.split)
+        if request.fallback and key not in rejected_of:
+            rejected_of[key] = evaluation.rejected_videos(request.data, selection)
+        rejected = rejected_of.get(key, []) if request.fallback else []
         label = model_name(request.run)
         p = mine["p_fake"][:, run_dirs.index(request.run.run_dir)]
-        frames, rejected = evaluation.crop_records(mine, p, model=label)
-        videos, evaluated = evaluation.evaluate_model(frames, model=label, rule=cfg.aggregation,
-                                                      faceless=faceless)
+        frames, bad_crops = evaluation.crop_records(mine, p, model=label)
+        videos, evaluated = evaluation.evaluate_model(
+            frames, model=label, rule=cfg.aggregation, rejected=rejected,
+            bad_crops=bad_crops if request.fallback else (), fallback_score=cfg.fallback_score,
+            listed=evaluation.listed_parts(request.data, selection) if request.fallback else None)
         evaluated["run"] = {"model": label, "run_dir": request.run.run_dir,
                             "data": request.data, "parts": selection.parts,
                             "split": request.split, "aggregation": cfg.aggregation,
-                            "faceless_videos": len(faceless), "rejected_crops": len(rejected),
+                            "rejected_videos": len(rejected), "rejected_crops": len(bad_crops),
                             "models_scored_together": len(models),
                             "scoring_seconds": round(seconds, 2)}
-        evaluation.write_evaluation(dirs[i], frames, videos, evaluated, rejected=rejected)
+        evaluation.write_evaluation(dirs[i], frames, videos, evaluated, rejected=bad_crops)
         results[i] = evaluated
     return results
 
@@ -322,7 +324,9 @@ def occlusion_study(study: Study, *, address: str | None) -> StudyResult:
         trained += f", seeds {result.seeds_text(plan.seeds)}"
     out = occlusion_summary.summarize(
         crops, [model_name(m) for m in models], regions=plan.regions,
-        rule=plan.infer.aggregation, faceless=evaluation.faceless_videos(study.data, study.held_out),
+        rule=plan.infer.aggregation,
+        rejected=evaluation.rejected_videos(study.data, study.held_out),
+        fallback_score=plan.infer.fallback_score,
         parts=study.held_out.parts, trained=trained, patch=plan.patch,
         backgrounds=occlusion_summary.mean_crops(study.held_out.files) if plan.patch else None)
     out.record.update(runs=[_run_record(m, variant="occluded") for m in models],
@@ -351,7 +355,7 @@ def split_study(study: Study, *, address: str | None) -> StudyResult:
             validation = study.data if arm == "leak_free" else trees[s]
             requests += [Evaluation(run, study.data, HELD_OUT, "held-out"),
                          Evaluation(run, validation, "validation", "validation",
-                                    faceless=False)]
+                                    fallback=False)]
             where += [(arm, HELD_OUT, s), (arm, "validation", s)]
     results: dict[tuple[str, str], dict[int, dict]] = {}
     for (arm, evaluated_on, s), evaluated in zip(where, evaluate(requests, plan.infer)):

@@ -47,31 +47,46 @@ FRAME_PREDICTION = RecordSchema(
     ),
 )
 
+SCORED_BY = ("model", "fallback")
+
 VIDEO_PREDICTION = RecordSchema(
     name="video_prediction",
-    version=1,
-    doc="A model's score for one video, aggregated over its face crops.",
+    # 2: scored_by and reason, so that a video the pipeline could not score is counted with a
+    # fallback score instead of left out.
+    version=2,
+    doc="A model's score for one video, aggregated over its face crops, or the fallback score "
+        "of a video the pipeline could not score.",
     fields=(
         Field("video", "str", "video file name"),
         Field("part", "int", "DFDC part number"),
         Field("label", "int", "1 = FAKE, 0 = REAL; null when unknown", nullable=True,
               choices=(LABEL_REAL, LABEL_FAKE)),
-        Field("p_fake", "float", "aggregated probability of FAKE (0.5 when no face)"),
+        Field("p_fake", "float", "aggregated probability of FAKE, or the fallback score"),
         Field("n_faces", "int", "face crops that were scored"),
         Field("aggregation", "str", "name of the aggregation rule"),
         Field("model", "str", "model identifier (name and run)"),
+        Field("scored_by", "str", "model: aggregated crop scores; fallback: the pipeline "
+              "rejected the video (see reason)", choices=SCORED_BY),
+        Field("reason", "str", "the reject reason of a fallback-scored video (no_face, "
+              "unreadable, ...); null when the model scored it", nullable=True),
     ),
 )
 
 REJECT = RecordSchema(
     name="reject",
-    version=1,
+    # 2: label and original, so that an evaluation counts a rejected video without reading the
+    # raw part again (version 1 files read back with both unknown).
+    version=2,
     doc="A video (or part member) the pipeline could not use, and why.",
     fields=(
         Field("video", "str", "video file name or zip member"),
         Field("part", "int", "DFDC part number"),
         Field("reason", "str", "short machine-readable reason, e.g. no_face, truncated"),
         Field("detail", "str", "human-readable detail"),
+        Field("label", "int", "1 = FAKE, 0 = REAL, from metadata.json; null when unknown",
+              nullable=True, choices=(LABEL_REAL, LABEL_FAKE)),
+        Field("original", "str", "the REAL video it derives from (itself for REAL); null when "
+              "unknown", nullable=True),
     ),
 )
 

@@ -52,7 +52,8 @@ def make_face_tree(out: Path, *, parts: dict[int, str], originals: int = 3,
 
     ``parts`` maps a part to 'test' (held out whole) or 'mixed' (train + validation). Each part
     has ``originals`` REAL videos with one FAKE each and ``frames`` crops per video, plus
-    ``faceless`` FAKE videos rejected with reason no_face; ``bad_crops`` maps a part to how
+    ``faceless`` FAKE videos rejected with reason no_face, a REAL rejected as truncated and a
+    file without a metadata entry rejected as not_in_metadata; ``bad_crops`` maps a part to how
     many of its first crops do not decode. Each part's metadata.json goes under ``sources``
     and the manifest lists it there. Returns {part: [face records]}."""
     rng = np.random.default_rng(seed)
@@ -82,9 +83,17 @@ def make_face_tree(out: Path, *, parts: dict[int, str], originals: int = 3,
             name = f"x{part:02d}{k:02d}.mp4"
             metadata[name] = {"label": "FAKE", "split": "train", "original": f"r{part:02d}00.mp4"}
             rejects.append({"video": name, "part": part, "reason": "no_face",
-                            "detail": "no face in any sampled frame"})
-        rejects.append({"video": "broken.mp4", "part": part, "reason": "truncated",
-                        "detail": "moov atom not found"})
+                            "detail": "no face in any sampled frame", "label": 1,
+                            "original": f"r{part:02d}00.mp4"})
+        # A listed REAL the pipeline could not read, and a stray file metadata.json does not
+        # list (so no label).
+        broken = f"b{part:02d}00.mp4"
+        metadata[broken] = {"label": "REAL", "split": "train", "original": None}
+        rejects.append({"video": broken, "part": part, "reason": "truncated",
+                        "detail": "moov atom not found", "label": 0, "original": broken})
+        rejects.append({"video": "stray.mp4", "part": part, "reason": "not_in_metadata",
+                        "detail": "file has no metadata.json entry", "label": None,
+                        "original": None})
         by_split: dict[str, list] = {}
         for r in records:
             by_split.setdefault(r["split"], []).append(r)
@@ -102,8 +111,9 @@ def make_face_tree(out: Path, *, parts: dict[int, str], originals: int = 3,
             "part": part, "source": str(source), "source_size": 1, "source_checksum": "x",
             "config_hash": "h", "code_version": "0.1.0", "schema_version": 1,
             "videos_in_metadata": len(metadata), "videos_with_records": 2 * originals,
-            "videos_rejected": len(rejects), "fakes_left_out": 0, "records": len(records),
-            "committed_at": "2025-01-01T00:00:00Z"}])
+            "videos_rejected": len(rejects) - 1, "fakes_left_out": 0, "records": len(records),
+            "committed_at": "2025-01-01T00:00:00Z"}],
+            settings={"validation_fraction": 0.5})
         written[part] = records
     (out / ot.MANIFEST).write_text(mf.dumps(manifest))
     return written

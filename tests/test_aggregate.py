@@ -58,19 +58,22 @@ def test_aggregate_videos_groups_crops_by_video():
     assert aggregate.names() == ("mean", "median", "max", "confident")
 
 
-def test_video_records_are_one_valid_record_per_video_faceless_ones_at_one_half():
+def test_video_records_are_one_valid_record_per_video_fallback_ones_at_their_score():
     import schemas
 
     frames = {"video": ["a.mp4", "b.mp4", "a.mp4"], "part": [7, 7, 7], "label": [1, 0, 1],
               "p_fake": [0.9, 0.2, 0.7]}
     records = aggregate.video_records(
-        frames, model="m", rule="median",
-        faceless=[{"video": "c.mp4", "part": 7, "label": 0},
-                  {"video": "a.mp4", "part": 7, "label": 1}])  # has faces: not faceless
+        frames, model="m", rule="median", fallback_score=0.3,
+        fallback=[{"video": "c.mp4", "part": 7, "label": 0, "reason": "unreadable"},
+                  {"video": "a.mp4", "part": 7, "label": 1, "reason": "bad_crop"}])
     assert [(r["video"], r["n_faces"]) for r in records] == [("a.mp4", 2), ("b.mp4", 1),
                                                             ("c.mp4", 0)]
-    assert [r["p_fake"] for r in records] == [pytest.approx(0.8), 0.2, 0.5]
+    assert [r["p_fake"] for r in records] == [pytest.approx(0.8), 0.2, 0.3]
     assert [r["label"] for r in records] == [1, 0, 0]
+    # a.mp4 has scored crops: the model's, whatever else was rejected of it.
+    assert [(r["scored_by"], r["reason"]) for r in records] == [
+        ("model", None), ("model", None), ("fallback", "unreadable")]
     for r in records:
         schemas.validate(r, schemas.VIDEO_PREDICTION)
         assert r["aggregation"] == "median" and r["model"] == "m"

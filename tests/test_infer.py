@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import schemas
-from dfd import aggregate, report
+from dfd import aggregate, metrics, report
 from dfd.config import InferConfig
 from dfd.errors import DfdError
 from dfd.images import decode_crops
@@ -67,11 +67,15 @@ def test_one_row_per_face_and_per_video_with_the_models_own_scores(tree, inferre
     videos = pq.read_table(out / report.VIDEO_PREDICTIONS)
     schemas.check_arrow_schema(videos.schema, schemas.VIDEO_PREDICTION)
     videos = videos.to_pylist()
-    assert [v["video"] for v in videos] == sorted({r["video"] for r in good} | {"x0500.mp4"})
+    rejected = {"x0500.mp4", "b0500.mp4", "stray.mp4"}
+    assert [v["video"] for v in videos] == sorted({r["video"] for r in good} | rejected)
     for v in videos:
+        if v["video"] in rejected:
+            continue
         mine = [f["p_fake"] for f in frames.to_pylist() if f["video"] == v["video"]]
         assert v["n_faces"] == len(mine) and v["aggregation"] == "median"
         assert v["p_fake"] == pytest.approx(aggregate.aggregate(mine, "median"))
+        assert (v["scored_by"], v["reason"]) == ("model", None)
 
 
 @pytest.mark.slow
@@ -85,13 +89,26 @@ def test_an_undecodable_crop_is_recorded_and_the_rest_scored(inferred):
 
 
 @pytest.mark.slow
-def test_a_faceless_video_scores_one_half_and_is_counted(inferred):
+def test_every_rejected_video_is_scored_by_the_fallback_and_counted(inferred):
     out, evaluated, _ = inferred
     videos = {v["video"]: v for v in pq.read_table(out / report.VIDEO_PREDICTIONS).to_pylist()}
-    assert videos["x0500.mp4"]["p_fake"] == 0.5 and videos["x0500.mp4"]["n_faces"] == 0
-    assert videos["x0500.mp4"]["label"] == 1  # from the source's metadata.json
-    assert evaluated["video"]["n"] == 7 and evaluated["video"]["n_fake"] == 4
-    assert "broken.mp4" not in videos  # rejected for another reason: not a prediction
+    fallback = {k: (v["label"], v["p_fake"], v["n_faces"], v["scored_by"], v["reason"])
+                for k, v in videos.items() if v["scored_by"] == "fallback"}
+    assert fallback == {"x0500.mp4": (1, 0.5, 0, "fallback", "no_face"),
+                        "b0500.mp4": (0, 0.5, 0, "fallback", "truncated"),
+                        "stray.mp4": (None, 0.5, 0, "fallback", "not_in_metadata")}
+    # 3 REAL + 3 FAKE with crops, the faceless FAKE and the truncated REAL; the stray file
+    # has no label and counts in no figure.
+    assert (evaluated["video"]["n"], evaluated["video"]["n_fake"]) == (8, 4)
+    assert (evaluated["video_model_only"]["n"], evaluated["video_model_only"]["n_fake"]) == (6, 3)
+    part = evaluated["coverage"]["per_part"][f"{HELD_OUT:02d}"]
+    assert part == {"listed": 8, "fakes_left_out": 0, "scored_by_model": 6,
+                    "scored_by_fallback": {"no_face": 1, "truncated": 1},
+                    "unscorable_no_label": 1}
+    assert evaluated["coverage"]["overall"] == part
+    assert evaluated["coverage"]["fallback_score"] == 0.5
+    # Every listed video is in the figures: scored by the model or by the fallback.
+    assert part["listed"] == part["scored_by_model"] + sum(part["scored_by_fallback"].values())
 
 
 @pytest.mark.slow
@@ -137,16 +154,21 @@ def test_staged_parts_are_not_read(tree, tmp_path):
         select_shards(str(copy), parts={HELD_OUT}, split=None)
 
 
-def test_split_of_a_faceless_video_follows_its_original(tree):
-    from dfd.evaluation import faceless_videos, select_shards
+def test_a_rejected_video_falls_in_the_split_of_its_original(tree):
+    from dfd.evaluation import rejected_videos, select_shards
+    from dfd.splits import assign_split
 
     _, data, _, _ = tree
-    # x0100.mp4 fakes r0100.mp4, whose group is in validation in the mixed part.
-    for split, expected in (("validation", [("x0100.mp4", 1)]), ("train", []),
-                            (None, [("x0100.mp4", 1)])):
+    # x0100.mp4 fakes r0100.mp4, whose group is in validation in the mixed part; b0100.mp4, a
+    # REAL without any crop, goes where the split rule puts it with the recorded fraction.
+    b_split = assign_split(MIXED, "b0100.mp4", test_parts=(), validation_fraction=0.5)
+    expected = {"validation": [("x0100.mp4", 1)], "train": []}
+    expected[b_split].append(("b0100.mp4", 0))
+    expected[None] = [("b0100.mp4", 0), ("stray.mp4", None), ("x0100.mp4", 1)]
+    for split, videos in expected.items():
         sel = select_shards(str(data), parts={MIXED}, split=split)
-        found = faceless_videos(str(data), sel)
-        assert [(v["video"], v["label"]) for v in found] == expected
+        found = rejected_videos(str(data), sel)
+        assert sorted((v["video"], v["label"]) for v in found) == sorted(videos), split
 
 
 def test_bad_selections_and_run_dirs_fail_with_one_clear_error(tree, tmp_path):
@@ -173,9 +195,16 @@ def test_the_command_prints_metrics_with_the_label_balance_beside_log_loss(infer
     lines = screen.splitlines()
     assert lines[0] == "model paper_cnn@run, parts [5], split test, aggregation median"
     video = next(line for line in lines if line.lstrip().startswith("videos"))
-    assert f"log_loss={evaluated['video']['log_loss']:.4f}" in video
-    assert "(chance 0.6829 at 0.5714 fake)" in video  # 4 of 7 videos are fake
+    # Video figures are printed with their 95 % interval, to the precision it supports.
+    loss = evaluated["video"]["log_loss"]
+    assert f"log_loss={metrics.format_interval(loss, evaluated['video']['ci95']['log_loss'])}" \
+        in video
+    share = evaluated["video"]["n_fake"] / evaluated["video"]["n"]
+    chance = -(share * np.log(share) + (1 - share) * np.log(1 - share))
+    assert f"(chance {chance:.4f} at {share:.4f} fake)" in video
     assert any(line.lstrip().startswith("part   5") for line in lines)
+    assert "coverage: 8 videos listed, 6 scored by the model, 2 by the fallback score 0.5 " \
+           "(no_face 1, truncated 1), 1 without a label" in screen
 
 
 def test_the_command_fails_with_one_line_on_a_missing_tree(tmp_path, capsys):

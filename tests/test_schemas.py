@@ -63,7 +63,7 @@ def test_round_trip_parquet_and_tfrecord(tmp_path):
 
 def test_nullable_label_round_trips_as_none(tmp_path):
     rec = {"video": "a.mp4", "part": 0, "label": None, "p_fake": 0.25, "n_faces": 0,
-           "aggregation": "mean", "model": "m"}
+           "aggregation": "mean", "model": "m", "scored_by": "fallback", "reason": "no_face"}
     path = str(tmp_path / "v.tfrecord")
     shards.write_tfrecord([rec], path, schemas.VIDEO_PREDICTION)
     assert list(shards.iter_tfrecord(path, schemas.VIDEO_PREDICTION))[0]["label"] is None

@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import typing
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 from dfd import config
 
@@ -42,6 +43,8 @@ HELP: dict[str, str] = {
     "max_failures": "worker-group restarts before giving up",
     "actors": "model replicas (each loads the model once)",
     "aggregation": "video score from crop scores",
+    "fallback_score": "score of a video the pipeline could not score (no face, unreadable, "
+                      "...), which still counts",
     "parts": "number of parts",
     "first_part": "number of the first part",
     "originals": "REAL videos per part",

@@ -22,8 +22,8 @@ def register(sub) -> None:
     p.add_argument("--split", choices=["train", "validation", "test"],
                    help="only this split (default: test when --parts is not given)")
     _flags.add_preset(p)
-    _flags.add_fields(p, InferConfig, ("aggregation", "batch_size", "actors", "gpus_per_actor",
-                                       "cpus_per_actor"),
+    _flags.add_fields(p, InferConfig, ("aggregation", "fallback_score", "batch_size", "actors",
+                                       "gpus_per_actor", "cpus_per_actor"),
                       help={"batch_size": "crops per model call"})
     p.add_argument("--no-report", dest="report", action="store_false",
                    help="write predictions and metrics only")
@@ -44,9 +44,22 @@ def run(args) -> int:
     run_info = evaluated["run"]
     print(f"model {run_info['model']}, parts {run_info['parts']}, split {split or 'all'}, "
           f"aggregation {cfg.aggregation}")
+    print(f"  coverage: {_coverage_line(evaluated['coverage'])}")
     print(f"  frames  {metrics.format_summary(evaluated['frame'])}")
     print(f"  videos  {metrics.format_summary(evaluated['video'])}")
     for part, block in evaluated["per_part"].items():
         print(f"  part {int(part):>3} {metrics.format_summary(block)}")
     print(f"predictions, metrics.json{' and report/' if args.report else ''} in {args.out}")
     return 0
+
+
+def _coverage_line(coverage: dict) -> str:
+    """How many videos the figures stand on, in one line."""
+    block = coverage["overall"]
+    fallback = block["scored_by_fallback"]
+    listed = f"{block['listed']} videos listed, " if block["listed"] is not None else ""
+    reasons = ", ".join(f"{k} {v}" for k, v in fallback.items())
+    return (f"{listed}{block['scored_by_model']} scored by the model, "
+            f"{sum(fallback.values())} by the fallback score {coverage['fallback_score']:g}"
+            + (f" ({reasons})" if reasons else "")
+            + f", {block['unscorable_no_label']} without a label")

@@ -32,8 +32,8 @@ MEAN_CROP_LIMIT = 256  # crops per label averaged for the heat map's background
 
 
 def summarize(crops: Mapping[str, np.ndarray], models: Sequence[str], *,
-              regions: Sequence[str], rule: str, faceless: Sequence[Mapping],
-              parts: Sequence[int], trained: str, patch: int | None,
+              regions: Sequence[str], rule: str, rejected: Sequence[Mapping],
+              fallback_score: float, parts: Sequence[int], trained: str, patch: int | None,
               backgrounds: Mapping[str, np.ndarray] | None = None) -> StudyResult:
     """``crops``: the scorer's columns, ``p_fake`` (crops, models), ``p_region`` (crops,
     models, regions), ``p_patch`` (crops, models, G, G); ``models`` their labels, in order;
@@ -50,7 +50,8 @@ def summarize(crops: Mapping[str, np.ndarray], models: Sequence[str], *,
             p = crops["p_fake"][:, m] if r == 0 else crops["p_region"][:, m, r - 1]
             frames, _ = evaluation.crop_records(crops, p, model=label)
             _, evaluated = evaluation.evaluate_model(frames, model=label, rule=rule,
-                                                     faceless=faceless)
+                                                     rejected=rejected,
+                                                     fallback_score=fallback_score)
             per_region[region][m] = summary.figures(evaluated)
             if not r:
                 unmasked[m] = evaluated
