@@ -62,8 +62,15 @@ PARAMETERS: dict[str, Parameter] = {
         "decode"),
     "cluster_startup_min": Parameter(
         10, "min", PROJECTED, "GPU node scale-up and a ~5 GB image pull, per RayJob"),
-    # A deployment choice, not a cost: infra/beam/dataflow.flags caps Dataflow at this.
+    "beam_startup_min": Parameter(
+        4, "min", PROJECTED, "a Beam job's start on Dataflow: worker VMs and the ~3 GB Beam "
+        "image, once per wave"),
+    # Deployment choices, not costs: infra/beam/dataflow.flags caps Dataflow at this, and
+    # `dfd preprocess --parts-per-wave` (pipelines.preprocess.PARTS_PER_WAVE) cuts a run.
     "beam_vcpus": Parameter(512, "vCPUs", SETTING, "--max_num_workers=64 x n2-standard-8"),
+    "parts_per_wave": Parameter(50, "parts", SETTING, "--parts-per-wave 50 on Dataflow: a "
+                                "job start costs more than the compute a late failure loses "
+                                "(the default, 5, is for runners that start jobs in seconds)"),
 }
 
 
@@ -131,8 +138,17 @@ def estimate(preset: str, p: dict[str, Parameter] = PARAMETERS) -> list[Line]:
     paid = work / v["cpu_efficiency"]
     lines.append(Line("preprocessing, paid", paid / 3600, "core-h",
                       f"{_n(work / 3600, 1)} core-h of work / {v['cpu_efficiency']} efficiency"))
-    lines.append(Line("preprocessing, wall time", paid / v["beam_vcpus"] / 60, "min",
-                      f"{_n(paid)} core-s / {_n(v['beam_vcpus'])} vCPUs, plus worker start-up"))
+    waves = -(-v["parts"] // v["parts_per_wave"])
+    compute_min = paid / v["beam_vcpus"] / 60
+    lines.append(Line("preprocessing, wall time", compute_min + waves * v["beam_startup_min"],
+                      "min", f"{_n(paid)} core-s / {_n(v['beam_vcpus'])} vCPUs = "
+                      f"{_n(compute_min, 1)} min, plus {_n(waves)} wave{'s' if waves != 1 else ''} x "
+                      f"{v['beam_startup_min']:g} min of job start-up"))
+    lines.append(Line("work lost to a failure in the last wave",
+                      paid / 3600 * v["parts_per_wave"] / v["parts"], "core-h",
+                      f"{v['parts_per_wave']:g} of {_n(v['parts'])} parts of the paid "
+                      f"core-h; at most {_n(compute_min * v['parts_per_wave'] / v['parts'], 1)}"
+                      f" min of wall time"))
 
     formats = 2  # every crop is written as Parquet and as TFRecord
     low = formats * crops * v["crop_kb_low"] / 1e6
