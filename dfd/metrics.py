@@ -259,22 +259,28 @@ def too_small(block: Mapping[str, Any]) -> str | None:
     return None
 
 
-def interval_digits(interval: Sequence[float] | None, *, most: int = 4) -> int:
+def interval_digits(interval: Sequence[float] | None, *, n: int | None = None,
+                    most: int = 4) -> int:
     """Decimals that an interval supports: two significant digits of its width (width 0.4:
-    2 decimals, 0.04: 3), at least 1, at most ``most``; ``most`` without an interval."""
-    if not interval or interval[1] - interval[0] <= 0:
+    2 decimals, 0.04: 3), at least 1, at most ``most``. A set of ``n`` videos cannot know a
+    figure finer than 1/n, so a narrower interval (all resamples agreeing, as when every
+    video is right) counts as 1/n wide; ``most`` without an interval."""
+    if not interval:
         return most
-    width = interval[1] - interval[0]
+    width = max(interval[1] - interval[0], 1 / n if n else 0.0)
+    if width <= 0:
+        return most
     return int(min(most, max(1, 1 - math.floor(math.log10(width)))))
 
 
 def format_interval(value: float | None, interval: Sequence[float] | None, *,
-                    most: int = 4) -> str:
+                    n: int | None = None, most: int = 4) -> str:
     """'0.81 [0.70, 0.90]': a figure and its interval at the precision the interval supports
-    ('-' for an undefined figure, the figure alone at ``most`` decimals without interval)."""
+    (``interval_digits``); '-' for an undefined figure; the figure alone at ``most`` decimals
+    without interval."""
     if value is None:
         return "-"
-    d = interval_digits(interval, most=most)
+    d = interval_digits(interval, n=n, most=most)
     text = f"{value:.{d}f}"
     if interval:
         text += f" [{interval[0]:.{d}f}, {interval[1]:.{d}f}]"
@@ -339,7 +345,9 @@ def format_summary(block: Mapping[str, Any]) -> str:
     ci = block.get("ci95") or {}
 
     def fmt(x, name=None):
-        return format_interval(x, ci.get(name)) if name else ("-" if x is None else f"{x:.4f}")
+        if name:
+            return format_interval(x, ci.get(name), n=block.get("n"))
+        return "-" if x is None else f"{x:.4f}"
 
     return (f"n={block['n']} (fake {block['n_fake']}, real {block['n_real']})  "
             f"acc={fmt(block['accuracy'], 'accuracy')} prec={fmt(block['precision'])} "

@@ -3,13 +3,17 @@
 A predictions folder (what ``dfd infer`` writes) holds::
 
     frame_predictions.parquet   FRAME_PREDICTION records, one per face crop
-    video_predictions.parquet   VIDEO_PREDICTION records, one per video (faceless ones at 0.5)
-    metrics.json                dfd.metrics.evaluate of the two
+    video_predictions.parquet   VIDEO_PREDICTION records, one per video (the model's score, or
+                                the fallback score of a video the pipeline rejected)
+    metrics.json                dfd.metrics.evaluate of the two, with coverage and the run
 
-The report answers "how well does this model do on folders it never saw, and why": the figures
-per part (each part is a folder the model may never have seen), ROC curves, the confusion
-matrix, score histograms by label, the training curves of the run, and the aggregation rules
-side by side on the same crops.
+The report answers "how well does this model do on folders it never saw, how sure is that, and
+why": first how many videos the figures stand on (coverage), then the figures over every video
+and over the model-scored ones alone, with 95 % bootstrap intervals, per part (each part is a
+folder the model may never have seen, flagged when too small to mean much), ROC curves, the
+confusion matrix, score histograms by label, the most confident mistakes with the crops that
+decided them, the training curves of the run, and the aggregation rules side by side on the
+same crops. A metrics.json of an older run, without coverage or intervals, still renders.
 """
 from __future__ import annotations
 
@@ -18,8 +22,9 @@ import html
 import io
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -191,18 +196,155 @@ def aggregation_figure(rows: list[dict]) -> bytes:
 # ---- analysis ----------------------------------------------------------------------------------
 
 def compare_aggregations(frames: Mapping[str, Any], videos: Mapping[str, Any]) -> list[dict]:
-    """Video-level figures of every registered rule over the same crops (faceless videos at
-    0.5 under every rule)."""
-    faceless = [{"video": v, "part": p, "label": lab}
-                for v, p, lab, n in zip(videos["video"], videos["part"], videos["label"],
-                                        videos["n_faces"]) if n == 0]
+    """Video-level figures of every registered rule over the same crops (videos without a
+    scored crop keep their fallback score under every rule)."""
+    fallback = [{"video": v, "part": p, "label": lab, "reason": why, "p_fake": score}
+                for v, p, lab, n, why, score in zip(
+                    videos["video"], videos["part"], videos["label"], videos["n_faces"],
+                    videos.get("reason", [None] * len(videos["video"])), videos["p_fake"])
+                if n == 0]
+    score = fallback[0]["p_fake"] if fallback else aggregate.FALLBACK_SCORE
     rows = []
     for rule in aggregate.names():
-        records = aggregate.video_records(frames, model="", rule=rule, faceless=faceless)
+        records = aggregate.video_records(frames, model="", rule=rule, fallback=fallback,
+                                          fallback_score=score)
         cols = {k: [r[k] for r in records] for k in ("label", "p_fake")}
         v = metrics.labelled(cols)
         rows.append({"rule": rule, **metrics.summarize(v["label"], v["p_fake"])})
     return rows
+
+
+# ---- the most confident mistakes ------------------------------------------------------------
+
+MISTAKES_PER_KIND = 8  # false positives and false negatives shown
+CROPS_PER_MISTAKE = 6  # the crops that pushed the score furthest, per video
+THUMBNAIL = 96  # pixels per side of a crop's thumbnail
+
+
+def confident_mistakes(videos: Mapping[str, Any], *, threshold: float = metrics.THRESHOLD,
+                       k: int = MISTAKES_PER_KIND) -> dict[str, list[dict]]:
+    """The ``k`` most confident false positives (REAL videos with the highest p(FAKE) above
+    the threshold) and false negatives (FAKE videos with the lowest p(FAKE) at or below it),
+    among the videos the model scored; a fallback score decided nothing about its video."""
+    n = len(videos["video"])
+    by = videos.get("scored_by") or ["model" if c else "fallback" for c in videos["n_faces"]]
+    rows = [{"video": v, "part": int(pt), "label": lab, "p_fake": float(p), "n_faces": c}
+            for v, pt, lab, p, c, b in zip(videos["video"], videos["part"], videos["label"],
+                                           videos["p_fake"], videos["n_faces"], by[:n])
+            if lab is not None and b == "model"]
+    fp = sorted((r for r in rows if r["label"] == 0 and r["p_fake"] > threshold),
+                key=lambda r: (-r["p_fake"], r["part"], r["video"]))
+    fn = sorted((r for r in rows if r["label"] == 1 and r["p_fake"] <= threshold),
+                key=lambda r: (r["p_fake"], r["part"], r["video"]))
+    return {"false_positives": fp[:k], "false_negatives": fn[:k]}
+
+
+def deciding_crops(frames: Mapping[str, Any], mistake: Mapping, *,
+                   k: int = CROPS_PER_MISTAKE) -> list[dict]:
+    """The crops of a mistaken video that pushed its score furthest the wrong way: the most
+    FAKE-looking crops of a false positive, the most REAL-looking of a false negative."""
+    crops = [{"frame_index": int(f), "face_index": int(i), "p_fake": float(p)}
+             for v, pt, f, i, p in zip(frames["video"], frames["part"], frames["frame_index"],
+                                       frames["face_index"], frames["p_fake"])
+             if v == mistake["video"] and int(pt) == mistake["part"]]
+    wrong_way = -1 if mistake["label"] == 0 else 1
+    return sorted(crops, key=lambda c: (wrong_way * c["p_fake"], c["frame_index"],
+                                        c["face_index"]))[:k]
+
+
+def read_crop_images(data: str, wanted: Mapping[int, set[str]]) -> dict[tuple, bytes]:
+    """(part, video, frame_index, face_index) -> encoded crop, for the videos ``wanted`` per
+    part, read from the face shards with a filter on ``video`` (only their rows, only the
+    columns needed)."""
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    from dfd import output_tree as ot
+    from dfd import storage
+
+    fs, root = storage.resolve(ot.format_dir(data, "parquet"))
+    if fs.get_file_info(root).type != pafs.FileType.Directory:
+        raise FileNotFoundError(f"no parquet/ folder of face shards in {data}")
+    found: dict[tuple, bytes] = {}
+    for part, names in sorted(wanted.items()):
+        fs, folder = storage.resolve(ot.part_dir(data, "parquet", part))
+        for info in fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True)):
+            meta = ot.parse_shard_name(info.base_name)
+            if not meta or meta["format"] != "parquet":
+                continue
+            table = pq.read_table(info.path, filesystem=fs,
+                                  columns=["video", "frame_index", "face_index", "image"],
+                                  filters=[("video", "in", sorted(names))])
+            for row in table.to_pylist():
+                found[(part, row["video"], row["frame_index"], row["face_index"])] = row["image"]
+    return found
+
+
+def thumbnail(image: bytes, size: int = THUMBNAIL) -> bytes:
+    """A small JPEG of an encoded crop, so the page stays light with dozens of them inline."""
+    import cv2
+
+    pixels = cv2.imdecode(np.frombuffer(image, np.uint8), cv2.IMREAD_COLOR)
+    if pixels is None:
+        raise ValueError("the crop does not decode")
+    small = cv2.resize(pixels, (size, size), interpolation=cv2.INTER_AREA)
+    ok, encoded = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    if not ok:
+        raise ValueError("the thumbnail did not encode")
+    return encoded.tobytes()
+
+
+def mistakes_section(frames: Mapping[str, Any], videos: Mapping[str, Any],
+                     data: str | None) -> list[str]:
+    """The report's 'Most confident mistakes': per video its part, score and the thumbnails of
+    the crops that decided it, each with its crop score. Crops come from the face shards
+    (``data``, from ``metrics.json["run"]["data"]``); when those cannot be read the section
+    says so and lists the videos without pictures."""
+    found = confident_mistakes(videos)
+    chosen = [m for kind in found.values() for m in kind]
+    out = ["<h2>Most confident mistakes</h2>",
+           f"<p class=note>The {MISTAKES_PER_KIND} REAL videos with the highest p(FAKE) called "
+           f"FAKE, and the {MISTAKES_PER_KIND} FAKE videos with the lowest called REAL, among "
+           f"the videos the model scored; beside each, up to {CROPS_PER_MISTAKE} of its face "
+           f"crops, those that pushed its score furthest the wrong way, with their crop "
+           f"scores.</p>"]
+    if not chosen:
+        return out + ["<p>No mistakes at the threshold among the model-scored videos.</p>"]
+    images: dict[tuple, bytes] = {}
+    if data is None:
+        out.append("<p class=note>No crops shown: this metrics.json does not name the face "
+                   "shards it was evaluated on (run.data).</p>")
+    else:
+        wanted: dict[int, set[str]] = {}
+        for m in chosen:
+            wanted.setdefault(m["part"], set()).add(m["video"])
+        try:
+            images = read_crop_images(data, wanted)
+        except Exception as exc:  # noqa: BLE001 - any storage failure: say it, show the rest
+            out.append(f"<p class='note warn'>No crops shown: the face shards at "
+                       f"{html.escape(str(data))} could not be read "
+                       f"({html.escape(type(exc).__name__)}: {html.escape(str(exc))}).</p>")
+    for kind, title in (("false_positives", "REAL called FAKE (false positives)"),
+                        ("false_negatives", "FAKE called REAL (false negatives)")):
+        rows = []
+        for m in found[kind]:
+            pictures = []
+            for c in deciding_crops(frames, m):
+                key = (m["part"], m["video"], c["frame_index"], c["face_index"])
+                caption = f"frame {c['frame_index']}: {c['p_fake']:.2f}"
+                try:
+                    img = _img_jpeg(thumbnail(images[key]), caption) if key in images else ""
+                except ValueError:
+                    img = ""
+                pictures.append(f"<figure>{img}<figcaption>{caption}</figcaption></figure>")
+            rows.append(f"<tr><td class=l>{html.escape(m['video'])}</td><td>{m['part']}</td>"
+                        f"<td>{m['p_fake']:.3f}</td><td>{m['n_faces']}</td>"
+                        f"<td class='l crops'>{''.join(pictures)}</td></tr>")
+        out.append(f"<h3>{title}</h3>")
+        out.append("<table><tr><th class=l>video</th><th>part</th><th>p(FAKE)</th>"
+                   "<th>crops</th><th class=l>deciding crops (crop p(FAKE))</th></tr>"
+                   + "".join(rows) + "</table>" if rows else "<p>None.</p>")
+    return out
 
 
 # ---- HTML --------------------------------------------------------------------------------------
@@ -214,14 +356,17 @@ th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}
 th{background:#f0f0f0} td.l,th.l{text-align:left}
 img{max-width:100%;border:1px solid #eee;margin:.3em}
 .note{color:#555;font-size:.9em}
+.warn{color:#a33}
+td.crops figure{display:inline-block;margin:0 .2em;text-align:center;font-size:.8em}
+td.crops img{margin:0;border:0}
 """
 
 
-def _fmt(x: Any) -> str:
+def _fmt(x: Any, digits: int = 4) -> str:
     if x is None:
         return "–"
     if isinstance(x, float):
-        return f"{x:.4f}"
+        return f"{x:.{digits}f}"
     return html.escape(str(x))
 
 
@@ -229,18 +374,96 @@ _COLUMNS = ("n", "n_fake", "n_real", "accuracy", "precision", "recall", "f1", "a
             "log_loss", "chance_log_loss")
 
 
-def _table(rows: list[tuple[str, Mapping]], first: str) -> str:
-    head = "".join(f"<th>{c}</th>" for c in _COLUMNS)
-    body = "".join(
-        f"<tr><td class=l>{html.escape(name)}</td>"
-        + "".join(f"<td>{_fmt(block.get(c))}</td>" for c in _COLUMNS) + "</tr>"
-        for name, block in rows)
+def _figure_cell(block: Mapping, key: str) -> str:
+    """A figure at the precision its row's intervals support, with its own 95 % interval when
+    the block has one: four decimals where the interval is ±0.2 would claim what is not known."""
+    ci, n = block.get("ci95") or {}, block.get("n")
+    if key in metrics.CI_FIGURES and ci.get(key):
+        return html.escape(metrics.format_interval(block.get(key), ci[key], n=n)
+                           .replace("-", "–"))
+    # Figures without their own interval (precision, recall, ...) move with accuracy.
+    return _fmt(block.get(key), metrics.interval_digits(ci.get("accuracy"), n=n))
+
+
+def _table(rows: list[tuple[str, Mapping]], first: str, *, small: bool = False,
+           digits: int | None = None) -> str:
+    """One row per summary block; ``small`` adds a column saying when a block is too small
+    for its figures to mean much (``metrics.too_small``); ``digits`` fixes the decimals of
+    blocks without intervals."""
+    head = "".join(f"<th>{c}</th>" for c in _COLUMNS) + ("<th class=l>reliability</th>"
+                                                         if small else "")
+    body = ""
+    for name, block in rows:
+        cells = "".join(f"<td>{_figure_cell(block, c)}</td>" if digits is None
+                        else f"<td>{_fmt(block.get(c), digits)}</td>" for c in _COLUMNS)
+        if small:
+            why = metrics.too_small(block)
+            cells += (f"<td class='l warn'>too small: {html.escape(why)}</td>" if why
+                      else "<td class=l>–</td>")
+        body += f"<tr><td class=l>{html.escape(name)}</td>{cells}</tr>"
     return f"<table><tr><th class=l>{first}</th>{head}</tr>{body}</table>"
+
+
+def _coverage_row(name: str, block: Mapping) -> str:
+    fallback = block.get("scored_by_fallback") or {}
+    reasons = ", ".join(f"{html.escape(str(k))} {v}" for k, v in sorted(fallback.items()))
+    cells = (block.get("listed"), block.get("fakes_left_out"), block.get("scored_by_model"),
+             sum(fallback.values()), reasons or None, block.get("unscorable_no_label"))
+    return (f"<tr><td class=l>{html.escape(name)}</td>"
+            + "".join(f"<td{' class=l' if k == 4 else ''}>{_fmt(c)}</td>"
+                      for k, c in enumerate(cells)) + "</tr>")
+
+
+def coverage_section(evaluated: Mapping) -> str:
+    """The coverage table: how many videos each figure stands on, per part and overall. A
+    metrics.json written before coverage was counted renders a note instead."""
+    cov = evaluated.get("coverage")
+    if not cov:
+        return ("<h2>Coverage</h2><p class=note>This metrics.json predates coverage "
+                "accounting: it does not say how many videos of the evaluated parts were "
+                "rejected by the pipeline and left out of the figures.</p>")
+    score = cov.get("fallback_score", aggregate.FALLBACK_SCORE)
+    head = ("<tr><th class=l>part</th><th>listed in metadata</th><th>fakes left out by "
+            "balancing</th><th>scored by the model</th><th>scored by the fallback</th>"
+            "<th class=l>fallback reasons</th><th>unscorable (no label)</th></tr>")
+    rows = [_coverage_row(f"part {int(k)}", b)
+            for k, b in sorted((cov.get("per_part") or {}).items(), key=lambda kv: int(kv[0]))]
+    rows.append(_coverage_row("overall", cov.get("overall") or {}))
+    return ("<h2>Coverage</h2>"
+            f"<p class=note>Every labelled video of the evaluated selection counts: a video "
+            f"the pipeline could not score (no face, unreadable, truncated, ...) gets the "
+            f"fallback score {score:g}, as Kaggle scored every test video. Fakes left out by "
+            f"balancing were never processed and count nowhere; videos without a label are "
+            f"scored but count in no figure. – under <i>listed</i>: the selection takes only "
+            f"part of that part (one split), so its metadata count is not the denominator."
+            f"</p><table>{head}{''.join(rows)}</table>")
+
+
+def _intervals_note(evaluated: Mapping) -> str:
+    boot = evaluated.get("bootstrap")
+    if not boot:
+        return ("<p class=note>This metrics.json predates bootstrap intervals: the figures "
+                "carry no uncertainty; re-run the evaluation to get them.</p>")
+    return (f"<p class=note>[lo, hi] is a 95 % interval from {boot['resamples']} bootstrap "
+            f"resamples of the videos (seed {boot['seed']}), drawn within each label so every "
+            f"resample keeps the set's FAKE and REAL counts; figures are printed to the "
+            f"precision their interval supports. It measures how much a figure could move on "
+            f"another draw of such videos, not on another training run. A set is flagged "
+            f"<i>too small</i> below {metrics.SMALL_VIDEOS} labelled videos, below "
+            f"{metrics.SMALL_PER_LABEL} of either label, or when its AUC interval is wider "
+            f"than {metrics.SMALL_AUC_WIDTH:g}: its figures are shown but mean little. Frame "
+            f"figures carry no interval: the crops of one video are not independent draws."
+            f"</p>")
 
 
 def _img(png: bytes, alt: str) -> str:
     data = base64.b64encode(png).decode()
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _img_jpeg(jpeg: bytes, alt: str) -> str:
+    data = base64.b64encode(jpeg).decode()
+    return f'<img alt="{html.escape(alt)}" src="data:image/jpeg;base64,{data}">'
 
 
 def _run_summary(run_dir: str | Path | None) -> str:
@@ -255,6 +478,26 @@ def _run_summary(run_dir: str | Path | None) -> str:
             f"<pre>{html.escape(text)}</pre></details>")
 
 
+def _scored_by_text(videos: Mapping[str, Any]) -> str:
+    """'22 scored by the model, 3 by the fallback score 0.5 (no_face 2, truncated 1)'; older
+    prediction files without ``scored_by`` count their faceless videos."""
+    n = len(videos["video"])
+    if "scored_by" not in videos:
+        faceless = [p for c, p in zip(videos["n_faces"], videos["p_fake"]) if c == 0]
+        score = f"{faceless[0]:g}" if faceless else "0.5"
+        return f"{len(faceless)} without a face, scored {score}"
+    rows = [(r, p) for by, r, p in zip(videos["scored_by"], videos.get("reason", [None] * n),
+                                        videos["p_fake"]) if by == "fallback"]
+    reasons: dict[str, int] = {}
+    for r, _ in rows:
+        reasons[str(r)] = reasons.get(str(r), 0) + 1
+    text = f"{n - len(rows)} scored by the model"
+    if rows:
+        text += (f", {len(rows)} by the fallback score {rows[0][1]:g} ("
+                 + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())) + ")")
+    return html.escape(text)
+
+
 NO_LABELS = ("no metrics: none of these {n} videos has a label (Kaggle never published the "
              "labels of its test_videos), so there is nothing to measure the scores against; "
              "the scores are in " + SUBMISSION)
@@ -264,11 +507,10 @@ def _render_unlabelled(frames: Mapping[str, Any], videos: Mapping[str, Any], out
     """The report of videos without labels: what was scored, the submission, and why there
     are no metrics."""
     model = sorted(set(videos["model"]))
-    faceless = sum(1 for n in videos["n_faces"] if n == 0)
     page = ("<!doctype html><html><head><meta charset=utf-8><title>dfd report</title>"
             f"<style>{_CSS}</style></head><body><h1>Deepfake detection report</h1>"
             f"<p>model: {html.escape(', '.join(model) or '–')}; {len(videos['video'])} videos "
-            f"({faceless} without a face, scored 0.5), {len(frames['video'])} face crops."
+            f"({_scored_by_text(videos)}), {len(frames['video'])} face crops."
             f"</p><p class=note>{html.escape(NO_LABELS.format(n=len(videos['video'])))}.</p>"
             "</body></html>\n")
     path = out / REPORT
@@ -284,6 +526,7 @@ def render_report(predictions_dir: str | Path, out_dir: str | Path, *,
     """Write ``report.html``, its PNGs and a Kaggle ``submission.csv`` of the video scores
     into ``out_dir``; return the HTML path."""
     frames, videos, evaluated = read_predictions(predictions_dir)
+    data = (evaluated.get("run") or {}).get("data")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -303,31 +546,40 @@ def render_report(predictions_dir: str | Path, out_dir: str | Path, *,
     history = read_history(run_dir)
     if history:
         figures["training.png"] = training_figure(history)
+    mistakes = mistakes_section(frames, videos, data)
     for name, png in figures.items():
         (out / name).write_bytes(png)
 
     rule_used = sorted(set(videos["aggregation"])) or [aggregate.DEFAULT]
     model = sorted(set(videos["model"]))
     per_part = sorted(evaluated["per_part"].items(), key=lambda kv: int(kv[0]))
-    faceless = sum(1 for n in videos["n_faces"] if n == 0)
     eps = evaluated["video"].get("log_loss_eps", metrics.LOG_LOSS_EPS)
+    overall = [("video: every scored video (fallbacks included, as Kaggle scored)",
+                evaluated["video"])]
+    if evaluated.get("video_model_only"):
+        overall.append(("video: scored by the model only", evaluated["video_model_only"]))
+    overall.append(("frame", evaluated["frame"]))
     sections = [
         f"<h1>Deepfake detection report</h1>"
         f"<p>model: {html.escape(', '.join(model) or '–')}; video score: "
         f"<b>{html.escape(', '.join(rule_used))}</b> of the face-crop scores; "
-        f"{len(videos['video'])} videos ({faceless} without a face, scored 0.5), "
+        f"{len(videos['video'])} videos ({_scored_by_text(videos)}), "
         f"{len(frames['video'])} face crops.</p>",
         _run_summary(run_dir),
+        coverage_section(evaluated),
         "<h2>Overall</h2>",
-        _table([("video", evaluated["video"]), ("frame", evaluated["frame"])], "level"),
+        _table(overall, "level", small=True),
         f"<p class=note>A call is FAKE when p(FAKE) &gt; {metrics.THRESHOLD}. Log loss is in "
         f"nats with probabilities clipped to [{eps:g}, 1 − {eps:g}]; chance_log_loss is what "
         f"always answering the label mix would score (0.693 on a balanced set, 0.441 on "
         f"DFDC's natural 1:5.2 mix), so compare log loss with it, not with zero.</p>",
+        _intervals_note(evaluated),
         "<h2>Per part (video level)</h2>",
         "<p class=note>Each part is a separate DFDC folder; parts held out of training show "
-        "how the model generalizes to folders it never saw.</p>",
-        _table([(f"part {k}", block) for k, block in per_part], "part"),
+        "how the model generalizes to folders it never saw. Every scored video counts, "
+        "fallbacks included.</p>",
+        _table([(f"part {k}", block) for k, block in per_part], "part", small=True),
+        *mistakes,
         "<h2>ROC and confusion matrix</h2>",
         _img(figures["roc.png"], "ROC curves") + _img(figures["confusion.png"],
                                                       "confusion matrix"),
@@ -337,8 +589,11 @@ def render_report(predictions_dir: str | Path, out_dir: str | Path, *,
         "<p class=note>The same face-crop scores turned into video scores by each rule. "
         "<i>confident</i> is the DFDC winner's rule; it needs more than 11 confident crops "
         "to call a confident FAKE, so with few frames per video it acts on confident REALs "
-        "only.</p>",
-        _table([(r["rule"], r) for r in rules], "rule"),
+        "only. Figures are printed to the precision of the overall video intervals above: "
+        "differences between rules smaller than those intervals may be noise.</p>",
+        _table([(r["rule"], r) for r in rules], "rule",
+               digits=metrics.interval_digits((evaluated["video"].get("ci95") or {})
+                                              .get("accuracy"), n=evaluated["video"]["n"])),
         _img(figures["aggregation.png"], "aggregation rules"),
     ]
     if history:

@@ -197,8 +197,9 @@ def test_the_command_prints_metrics_with_the_label_balance_beside_log_loss(infer
     video = next(line for line in lines if line.lstrip().startswith("videos"))
     # Video figures are printed with their 95 % interval, to the precision it supports.
     loss = evaluated["video"]["log_loss"]
-    assert f"log_loss={metrics.format_interval(loss, evaluated['video']['ci95']['log_loss'])}" \
-        in video
+    shown = metrics.format_interval(loss, evaluated["video"]["ci95"]["log_loss"],
+                                    n=evaluated["video"]["n"])
+    assert f"log_loss={shown}" in video
     share = evaluated["video"]["n_fake"] / evaluated["video"]["n"]
     chance = -(share * np.log(share) + (1 - share) * np.log(1 - share))
     assert f"(chance {chance:.4f} at {share:.4f} fake)" in video

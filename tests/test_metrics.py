@@ -197,6 +197,9 @@ def test_figures_are_printed_to_the_precision_their_interval_supports():
     assert metrics.format_interval(0.5, [0.0, 1.0]) == "0.5 [0.0, 1.0]"
     assert metrics.format_interval(0.8123456, None) == "0.8123"
     assert metrics.format_interval(None, [0.1, 0.2]) == "-"
+    # Every resample of 12 right calls is right: the interval has no width, but 12 videos
+    # cannot know accuracy finer than 1/12.
+    assert metrics.format_interval(1.0, [1.0, 1.0], n=12) == "1.000 [1.000, 1.000]"
+    assert metrics.format_interval(0.75, [0.74, 0.76], n=12) == "0.750 [0.740, 0.760]"
     line = metrics.format_summary(metrics.summarize_videos([0, 1] * 6, [0.3, 0.7] * 6))
-    assert "auc=1.0 [1.0, 1.0]" not in line  # a zero-width interval keeps full precision
-    assert "auc=1.0000" in line and "acc=1.0000" in line
+    assert "auc=1.000 [1.000, 1.000]" in line and "acc=1.000 [1.000, 1.000]" in line
