@@ -165,6 +165,52 @@ def test_accounting_holds_for_every_committed_part_and_nothing_is_lost(run):
 
 
 @slow
+def test_an_evaluation_of_the_hostile_parts_counts_every_labelled_video(run, tmp_path):
+    """dfd infer over both committed parts: each labelled video the pipeline rejected
+    (truncated, unreadable, empty, missing, orphaned, faceless, ...) is scored by the fallback
+    with its reason, and the figures are what scikit-learn computes over every row."""
+    from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
+
+    from tests.infer_fixtures import make_run_dir
+
+    run_dir = make_run_dir(tmp_path / "run")
+    pred = tmp_path / "pred"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["infer", "--data", str(run.out), "--run-dir", str(run_dir), "--out",
+                     str(pred), "--parts", "0,1", "--actors", "1", "--no-report"]) == 0
+    evaluated = json.loads((pred / "metrics.json").read_text())
+    videos = pq.read_table(pred / "video_predictions.parquet").to_pylist()
+    by_key = {(v["part"], v["video"]): v for v in videos}
+    for key, entry in manifest_of(run)["parts"].items():
+        part = int(key)
+        errors = pq.read_table(ot.errors_path(str(run.out), part)).to_pylist()
+        labelled = {r["video"]: r for r in errors if r["label"] is not None}
+        for name, r in labelled.items():
+            v = by_key[(part, name)]
+            assert (v["scored_by"], v["reason"], v["p_fake"], v["label"]) == (
+                "fallback", r["reason"], 0.5, r["label"]), name
+        cover = evaluated["coverage"]["per_part"][key]
+        unlisted = sum(1 for r in errors if r["reason"] == "not_in_metadata")
+        assert cover["listed"] == entry["videos_in_metadata"]
+        assert cover["scored_by_model"] == entry["videos_with_records"]
+        assert sum(cover["scored_by_fallback"].values()) == len(labelled)
+        # Every listed video is scored, left out by balancing, or has no label to score by.
+        assert cover["listed"] == (cover["scored_by_model"]
+                                   + sum(cover["scored_by_fallback"].values())
+                                   + cover["fakes_left_out"]
+                                   + cover["unscorable_no_label"] - unlisted)
+    rows = [v for v in videos if v["label"] is not None]
+    y, p = [v["label"] for v in rows], [v["p_fake"] for v in rows]
+    assert evaluated["video"]["n"] == len(rows)
+    assert evaluated["video"]["auc"] == pytest.approx(roc_auc_score(y, p))
+    assert evaluated["video"]["log_loss"] == pytest.approx(log_loss(y, p, labels=[0, 1]))
+    assert evaluated["video"]["accuracy"] == pytest.approx(
+        accuracy_score(y, [int(x > 0.5) for x in p]))
+    model_rows = [v for v in rows if v["scored_by"] == "model"]
+    assert evaluated["video_model_only"]["n"] == len(model_rows) < len(rows)
+
+
+@slow
 def test_a_name_repeated_across_parts_is_kept_once_in_each_part(run):
     rows = faces_of(run)
     keys = Counter((r["part"], r["video"], r["frame_index"], r["face_index"]) for r in rows)
