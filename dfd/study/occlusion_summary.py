@@ -3,7 +3,7 @@ per region, the held-out figures of every model with that region hidden; the evi
 region held; left/right and forehead/jaw compared; the occlusion-sensitivity maps."""
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -13,7 +13,7 @@ from dfd import storage
 from dfd import evaluation
 from dfd.study import occlusion, plots, summary
 from dfd.study.result import (FIGURE_COLUMNS, PLOTTED, StudyResult, Table, by_figure,
-                              describe_set, spread_rows)
+                              describe_set, has_intervals, spread_rows)
 from dfd.study.table import Column
 
 REGION_COLUMNS = [
@@ -95,6 +95,8 @@ def summarize(crops: Mapping[str, np.ndarray], models: Sequence[str], *,
              "minus unmasked, paired by model. Evidence lost: mean drop of the true label's "
              "probability when the region is hidden (positive: the region held evidence for "
              "the right answer)."]
+    if has_intervals(rows):
+        notes.append(summary.INTERVAL_NOTE.replace("runs", "models"))
     pngs = {"occlusion.png": plots.seeds_figure(by_figure(per_region, PLOTTED), PLOTTED,
                                                 title="Held-out parts with one face region "
                                                       "hidden")}

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from dfd.config import TrainConfig
 from dfd.study import summary
@@ -49,9 +49,17 @@ def seeds_text(seeds: Sequence[int]) -> str:
 
 def spread_rows(values: Mapping[str, Mapping[int, Mapping]], names: Sequence[str]
                 ) -> dict[str, dict]:
-    """Per row label, each figure's spread over the seeds (or models)."""
-    return {label: {name: summary.spread(f[name] for f in by_seed.values()) for name in names}
+    """Per row label, each figure's spread over the seeds (or models), with the runs' mean
+    bootstrap interval for the video figures."""
+    return {label: {name: summary.spread_with_interval(name, by_seed.values())
+                    for name in names}
             for label, by_seed in values.items()}
+
+
+def has_intervals(rows: Sequence[Mapping]) -> bool:
+    """Whether any cell of these rows carries a bootstrap interval (then the table says what
+    it is)."""
+    return any(isinstance(v, Mapping) and v.get("ci95") for r in rows for v in r.values())
 
 
 def by_figure(values: Mapping[str, Mapping[int, Mapping]], names: Sequence[str]

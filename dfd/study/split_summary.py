@@ -2,13 +2,13 @@
 and how much the random image split inflates, as seed-paired differences."""
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from dfd.study import HELD_OUT, plots, summary
 from dfd.study.result import (FIGURE_COLUMNS, PLOTTED, StudyResult, Table, by_figure,
-                              describe_set)
+                              describe_set, has_intervals)
 from dfd.study.table import Column
 
 VALIDATION = "validation"
@@ -44,7 +44,7 @@ def summarize(results: Mapping[tuple[str, str], Mapping[int, dict]],
     rows = []
     for arm, evaluated_on, arm_title, set_title in ROWS:
         row = {"split": arm_title, "evaluated on": set_title,
-               **{n: summary.spread(f[n] for f in figures[(arm, evaluated_on)].values())
+               **{n: summary.spread_with_interval(n, figures[(arm, evaluated_on)].values())
                   for n in summary.FIGURES}}
         if evaluated_on == VALIDATION:
             row["seen"] = summary.spread(
@@ -60,8 +60,11 @@ def summarize(results: Mapping[tuple[str, str], Mapping[int, dict]],
               for arm, e, _, _ in ROWS}
     pngs = {"split.png": plots.seeds_figure(by_figure(labels, PLOTTED), PLOTTED,
                                             title="Random image split vs leak-free split")}
+    lines = notes(described, held_out, parts=parts, settings=settings)
+    if has_intervals(rows):
+        lines.append(summary.INTERVAL_NOTE)
     return StudyResult(
-        notes(described, held_out, parts=parts, settings=settings),
+        lines,
         [Table("table", "Random image split vs leak-free split", COLUMNS, rows),
          Table("inflation", "How much the random split inflates", INFLATION_COLUMNS,
                inflation)],

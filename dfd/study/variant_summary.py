@@ -2,11 +2,11 @@
 seed-paired difference to the first (baseline) variant."""
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from dfd.study import plots, summary
 from dfd.study.result import (FIGURE_COLUMNS, PLOTTED, StudyResult, Table, by_figure,
-                              spread_rows)
+                              has_intervals, spread_rows)
 from dfd.study.table import Column
 from dfd.study.variants import Variant
 
@@ -59,4 +59,6 @@ def summarize(kind: str, chosen: Sequence[Variant], figures: Mapping[str, Mappin
         pngs["curves.png"] = plots.curves_figure(
             {v.name: histories[v.name] for v in chosen}, "val_accuracy",
             title="Validation accuracy per epoch")
+    if has_intervals(rows):
+        notes = [*notes, summary.INTERVAL_NOTE]
     return StudyResult(notes, [Table("table", title, columns, rows)], pngs)
