@@ -142,7 +142,8 @@ def estimate(preset: str, p: dict[str, Parameter] = PARAMETERS) -> list[Line]:
     compute_min = paid / v["beam_vcpus"] / 60
     lines.append(Line("preprocessing, wall time", compute_min + waves * v["beam_startup_min"],
                       "min", f"{_n(paid)} core-s / {_n(v['beam_vcpus'])} vCPUs = "
-                      f"{_n(compute_min, 1)} min, plus {_n(waves)} wave{'s' if waves != 1 else ''} x "
+                      f"{_n(compute_min, 1)} min, plus {_n(waves)} "
+                      f"wave{'s' if waves != 1 else ''} x "
                       f"{v['beam_startup_min']:g} min of job start-up"))
     lines.append(Line("work lost to a failure in the last wave",
                       paid / 3600 * v["parts_per_wave"] / v["parts"], "core-h",
