@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import ray
 
-from dfd import aggregate, evaluation
+from dfd import aggregate, evaluation, storage
 from dfd.config import InferConfig
 from dfd.predict import load_model_files, read_model_files, score_crops
 from ray_jobs import local_ray
@@ -88,7 +88,11 @@ def map_crops(files: Sequence[str], scorer: type, scorer_kwargs: dict, cfg: Infe
     if total_bytes is not None and ceiling is not None:
         ctx.target_max_block_size = read_block_bytes(total_bytes, cfg.actors, ceiling)
     try:
-        ds = ray.data.read_parquet(list(files), partitioning=None, include_paths=include_paths) \
+        # The filesystem from dfd.storage, which follows the standard variables (Ray's own
+        # resolution would send gs:// to the real GCS under STORAGE_EMULATOR_HOST).
+        remote = files and not storage.is_local(files[0])
+        ds = ray.data.read_parquet(list(files), partitioning=None, include_paths=include_paths,
+                                   filesystem=storage.filesystem(files[0]) if remote else None) \
             .select_columns([*evaluation.FACE_COLUMNS, *(["path"] if include_paths else [])])
         scored = ds.map_batches(
             scorer,
