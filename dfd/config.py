@@ -1,8 +1,10 @@
 """Typed configuration: one frozen dataclass per job, with named presets.
 
-``smoke`` is for tests and the demo, ``paper`` is the published setup of Che & Ingham, ``full``
-is for the whole 470 GB set on a cluster. Command-line flags override a preset field by field
-(``override``); ``config_hash`` identifies the settings that shape the output.
+``smoke`` is for tests and the demo, ``paper`` is Che & Ingham's setup where the paper states
+it and our assumption where it does not (``PAPER_PROVENANCE`` says which, field by field;
+``dfd config JOB --preset paper --provenance`` prints it), ``full`` is for the whole 470 GB set
+on a cluster. Command-line flags override a preset field by field (``override``);
+``config_hash`` identifies the settings that shape the output.
 """
 from __future__ import annotations
 
@@ -43,7 +45,9 @@ class Limits:
 
 @dataclasses.dataclass(frozen=True)
 class PreprocessConfig:
-    """`dfd preprocess`: DFDC parts to face shards."""
+    """`dfd preprocess`: DFDC parts to face shards. Of the `paper` preset's values the paper
+    states 5 random frames per video and a balanced set; the detector, crop and split are our
+    assumptions (PAPER_PROVENANCE)."""
     frames_per_video: int = 5  # the paper's 5 random frames
     sampling: str = "random"  # random | uniform
     detector: str = "retinaface"  # retinaface | mtcnn
@@ -67,7 +71,9 @@ class PreprocessConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """`dfd train`: the CNN on Ray Train."""
+    """`dfd train`: the CNN on Ray Train. Of the `paper` preset's values the paper states the
+    model and the epochs; batch size, learning rate, dropout and the rest are our assumptions
+    (PAPER_PROVENANCE)."""
     model: str = "paper_cnn"
     epochs: int = 100
     batch_size: int = 32  # global: split over the workers, so the optimization does not change
@@ -121,6 +127,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train": TrainConfig(epochs=6, batch_size=8, workers=2),
         "infer": InferConfig(batch_size=128, actors=2),
     },
+    # The paper's setup where it states one, our assumption where it does not: PAPER_PROVENANCE
+    # below marks every field. Stated: 5 random frames per video, a balanced set, the CNN of
+    # Fig. 2 on 256x256x3 crops, 100 + 30 epochs. Assumed: the face detector, crop margin, the
+    # split by original, no augmentation at all, batch 32, learning rate 1e-3, dropout 0.25
+    # (and, in dfd/models.py, ReLU, Adam and binary cross-entropy).
     "paper": {
         "synth": SynthConfig(),
         "preprocess": PreprocessConfig(frames_per_video=5, sampling="random"),
@@ -138,6 +149,118 @@ PRESETS: dict[str, dict[str, Any]] = {
         "infer": InferConfig(batch_size=1024, actors=8, gpus_per_actor=1.0),
     },
 }
+
+
+STATED = "stated by the paper"
+ASSUMED = "our assumption"
+
+# Where each field of the `paper` preset comes from, job by job: (STATED or ASSUMED, the
+# paper's words or why we chose it). Che & Ingham, "Identifying Deepfake Videos with
+# Convolutional Neural Networks"; section numbers are the paper's. Every field has an entry
+# (tests/test_config_provenance.py), so a new field needs a decision.
+_ENGINEERING = "engineering; the paper does not cover it and the model does not depend on it"
+PAPER_PROVENANCE: dict[str, dict[str, tuple[str, str]]] = {
+    "synth": {name: (ASSUMED, "synthetic data is ours; the paper used DFDC parts (§2)")
+              for name in ("parts", "first_part", "originals", "fakes_per_original", "width",
+                           "height", "frames", "fps", "seed", "zipped", "portrait_fraction",
+                           "workers")},
+    "preprocess": {
+        "frames_per_video": (STATED, "'extracted 5 random frames' from each video (§2)"),
+        "sampling": (STATED, "'5 random frames' (§2)"),
+        "detector": (ASSUMED, "the paper 'identified and extracted the face' without naming a "
+                              "detector; RetinaFace is what the DFDC winners used"),
+        "detect_max_side": (ASSUMED, "detection resolution is not given; 480 px keeps DFDC's "
+                                     "faces well above RetinaFace's smallest anchor"),
+        "min_face": (ASSUMED, "not given"),
+        "score_threshold": (ASSUMED, "not given"),
+        "max_faces": (ASSUMED, "one face per frame is our reading of 'the face in each frame' "
+                               "(§2)"),
+        "margin": (ASSUMED, "the crop's context is not given; Fig. 1 shows the face with a "
+                            "little border"),
+        "image_format": (ASSUMED, "the paper saved arrays (.npy); we store JPEG"),
+        "jpeg_quality": (ASSUMED, "the paper saved arrays (.npy), uncompressed"),
+        "fakes_per_original": (ASSUMED, "a 'balanced subset' is stated (§2); one fake per "
+                                        "original is how we balance it"),
+        "validation_fraction": (ASSUMED, "the paper split 10,278 images at random into "
+                                         "7,364 / 1,426 / 1,488 (about 14 % validation); we "
+                                         "split by original, 10 %"),
+        "test_parts": (ASSUMED, "the paper's test set was 1,488 random images plus 7,368 images "
+                                "from other folders (§2); which parts to hold out is ours"),
+        "shards_per_split": (ASSUMED, _ENGINEERING),
+        "seed": (ASSUMED, "the paper's frames were random; the seed is ours"),
+        "limits": (ASSUMED, _ENGINEERING),
+    },
+    "train": {
+        "model": (STATED, "the CNN of Fig. 2: its layers, output shapes and 562,901 "
+                          "parameters; kernel sizes and strides are derived from the shapes "
+                          "and parameter counts; the 256x256x3 input from the first layer's "
+                          "86x86 output"),
+        "epochs": (STATED, "'the first 100 epochs' then 'a further 30 epochs' (§3.3)"),
+        "batch_size": (ASSUMED, "the paper experimented with the batch size (abstract) but "
+                                "does not give it"),
+        "learning_rate": (ASSUMED, "not given; Adam's default"),
+        "augment": (ASSUMED, "the paper left zoom out of its final model and found rotation "
+                             "cost accuracy (§3.4); whether horizontal flip stayed is not said"),
+        "dropout": (ASSUMED, "Fig. 2 has four dropout layers but gives no rate"),
+        "workers": (ASSUMED, _ENGINEERING),
+        "gpus_per_worker": (ASSUMED, _ENGINEERING),
+        "seed": (ASSUMED, "the paper reports one run of several ('the most recent', §3.1)"),
+        "rebalance": (ASSUMED, "the paper balanced once, when it saved the images (§2)"),
+        "pretrained": (ASSUMED, "only for the backbone models (§3.5 downloaded EfficientNetB0); "
+                                "the paper's CNN starts from random weights"),
+        "cpus_per_worker": (ASSUMED, _ENGINEERING),
+        "max_failures": (ASSUMED, _ENGINEERING),
+        "checkpoints_to_keep": (ASSUMED, _ENGINEERING),
+        "select": (ASSUMED, "the paper reports its best model ('the highest scores we can "
+                            "confidently report', §3.3) without saying how it was chosen"),
+        "lr_schedule": (ASSUMED, "not given"),
+        "plateau_patience": (ASSUMED, "not given"),
+        "plateau_factor": (ASSUMED, "not given"),
+        "early_stopping": (ASSUMED, "not given; the paper trained 130 epochs"),
+    },
+    "infer": {
+        "batch_size": (ASSUMED, _ENGINEERING),
+        "actors": (ASSUMED, _ENGINEERING),
+        "gpus_per_actor": (ASSUMED, _ENGINEERING),
+        "cpus_per_actor": (ASSUMED, _ENGINEERING),
+        "aggregation": (ASSUMED, "the paper scored face images, not videos; the mean of a "
+                                 "video's crop scores is ours"),
+        "fallback_score": (ASSUMED, "not in the paper; 0.5 is no evidence either way, as DFDC "
+                                    "entrants scored videos they could not read"),
+    },
+}
+# Choices of the paper's setup fixed in code (dfd/models.py) rather than in a config field.
+PAPER_CODE_PROVENANCE: dict[str, dict[str, tuple[str, str, str]]] = {
+    "train": {
+        "activation": ("ReLU in the hidden layers, sigmoid at the output", ASSUMED,
+                       "Fig. 2 lists layers and shapes, not activations"),
+        "optimizer": ("Adam", ASSUMED, "not given"),
+        "loss": ("binary cross-entropy", ASSUMED,
+                 "not given; the paper reports a Kaggle log loss of 0.51 (§3.3)"),
+        "input": ("256x256x3 face crops", STATED,
+                  "read off Fig. 2: a first layer of 75 4x4x3 filters (3,675 parameters) with "
+                  "stride 3 and an 86x86 output takes a 256-pixel side; §2 saved 252x252 "
+                  "crops, which Keras' directory iterator resized"),
+        "labels": ("1 = FAKE (Kaggle's convention)", ASSUMED,
+                   "the paper wrote 0 for fake, 1 for real (Fig. 5)"),
+    },
+}
+
+
+def paper_provenance(job: str) -> dict[str, dict[str, Any]]:
+    """Every field of ``job``'s ``paper`` preset with its value, whether the paper states it or
+    we assume it, and why; then the choices fixed in code (``in_code``: true)."""
+    cfg = preset(job, "paper")
+    marks = PAPER_PROVENANCE[job]
+    out: dict[str, dict[str, Any]] = {}
+    for f in dataclasses.fields(cfg):
+        source, why = marks[f.name]
+        value = getattr(cfg, f.name)
+        out[f.name] = {"value": to_dict(value) if dataclasses.is_dataclass(value) else value,
+                       "source": source, "why": why}
+    for name, (value, source, why) in PAPER_CODE_PROVENANCE.get(job, {}).items():
+        out[name] = {"value": value, "source": source, "why": why, "in_code": True}
+    return out
 
 
 def preset(job: str, name: str = "smoke"):
