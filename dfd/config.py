@@ -123,7 +123,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "synth": SynthConfig(parts=3, originals=6, fakes_per_original=2, width=480, height=272,
                              frames=30),
         "preprocess": PreprocessConfig(frames_per_video=5, test_parts=(2,)),
-        # ~150 crops: a batch of 8 gives enough steps in 6 epochs to learn the synthetic fakes.
+        # The demo's few training crops: a batch of 8 gives enough steps in 6 epochs to learn
+        # the synthetic fakes.
         "train": TrainConfig(epochs=6, batch_size=8, workers=2),
         "infer": InferConfig(batch_size=128, actors=2),
     },

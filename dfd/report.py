@@ -254,8 +254,10 @@ def deciding_crops(frames: Mapping[str, Any], mistake: Mapping, *,
 
 def read_crop_images(data: str, wanted: Mapping[int, set[str]]) -> dict[tuple, bytes]:
     """(part, video, frame_index, face_index) -> encoded crop, for the videos ``wanted`` per
-    part, read from the face shards with a filter on ``video`` (only their rows, only the
-    columns needed)."""
+    part, from the face shards: the ``video`` column of each row group first, then the images
+    of only the row groups that hold a wanted video, filtered to its rows."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.fs as pafs
     import pyarrow.parquet as pq
 
@@ -267,16 +269,24 @@ def read_crop_images(data: str, wanted: Mapping[int, set[str]]) -> dict[tuple, b
         raise FileNotFoundError(f"no parquet/ folder of face shards in {data}")
     found: dict[tuple, bytes] = {}
     for part, names in sorted(wanted.items()):
+        value_set = pa.array(sorted(names), pa.string())
         fs, folder = storage.resolve(ot.part_dir(data, "parquet", part))
         for info in fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True)):
             meta = ot.parse_shard_name(info.base_name)
             if not meta or meta["format"] != "parquet":
                 continue
-            table = pq.read_table(info.path, filesystem=fs,
-                                  columns=["video", "frame_index", "face_index", "image"],
-                                  filters=[("video", "in", sorted(names))])
-            for row in table.to_pylist():
-                found[(part, row["video"], row["frame_index"], row["face_index"])] = row["image"]
+            with fs.open_input_file(info.path) as f:
+                shard = pq.ParquetFile(f)
+                for g in range(shard.num_row_groups):
+                    videos = shard.read_row_group(g, columns=["video"])["video"]
+                    if not pc.any(pc.is_in(videos, value_set=value_set)).as_py():
+                        continue
+                    rows = shard.read_row_group(
+                        g, columns=["video", "frame_index", "face_index", "image"])
+                    chosen = rows.filter(pc.is_in(rows["video"], value_set=value_set))
+                    for row in chosen.to_pylist():
+                        key = (part, row["video"], row["frame_index"], row["face_index"])
+                        found[key] = row["image"]
     return found
 
 

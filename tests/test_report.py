@@ -195,6 +195,25 @@ def test_confident_mistakes_are_the_eight_worst_of_each_kind_scored_by_the_model
     assert len(real_high) > 8 and len(fake_low) > 8
 
 
+def test_crops_are_read_for_the_wanted_videos_only_across_row_groups(tmp_path):
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    pics = photos()
+    faces = [face_record(video=f"v{k}.mp4", part=7, original=f"v{k}.mp4", label=k % 2,
+                         split="test", frame_index=f,
+                         image=crop_jpeg(pics[k % 3], rng, fake=bool(k % 2)))
+             for k in range(6) for f in (0, 7)]
+    path = Path(ot.shard_path(str(tmp_path), "parquet", 7, "test", 0, 1))
+    path.parent.mkdir(parents=True)
+    # Row groups of 3 rows: the wanted videos sit in different row groups.
+    pq.write_table(schemas.to_arrow_table(faces, schemas.FACE), path, row_group_size=3)
+    assert pq.ParquetFile(path).num_row_groups == 4
+    got = report.read_crop_images(str(tmp_path), {7: {"v1.mp4", "v4.mp4"}})
+    assert got == {(7, f["video"], f["frame_index"], 0): f["image"] for f in faces
+                   if f["video"] in ("v1.mp4", "v4.mp4")}
+
+
 def test_mistakes_without_reachable_shards_are_listed_and_the_report_says_why(tmp_path):
     pred, _, videos, _ = _predictions_dir(tmp_path, with_shards=False)
     page = report.render_report(pred, tmp_path / "r").read_text()
