@@ -70,3 +70,26 @@ def test_format_spread_never_prints_finer_than_the_interval_or_the_column():
     narrow = {"mean": 0.81234, "sd": 0.001, "ci95": [0.8101, 0.8142]}
     assert table.format_spread(narrow) == "0.812 ± 0.001 [0.810, 0.814]"  # column: 3 digits
     assert table.format_spread({"mean": -0.00001, "sd": None}, signed=True) == "+0.000"
+
+
+def test_the_split_table_shows_intervals_and_says_what_they_are():
+    from dfd.study import HELD_OUT, split_summary
+
+    results = {(arm, s): {seed: _evaluated(seed + (0 if s == HELD_OUT else 50) + 7 * k)
+                          for seed in range(2)}
+               for k, arm in enumerate(("random", "leak_free"))
+               for s in (split_summary.VALIDATION, HELD_OUT)}
+    account = {"validation_videos": 10, "validation_videos_seen_in_train": 4,
+               "validation_originals": 8, "validation_originals_seen_in_train": 3}
+    described = {seed: {"images": 100, "validation_images": 20, "random": account,
+                        "leak_free": {**account, "validation_videos_seen_in_train": 0,
+                                      "validation_originals_seen_in_train": 0}}
+                 for seed in range(2)}
+    out = split_summary.summarize(results, described, parts=[2], settings="2 epochs")
+    held_out = out.tables[0].rows[3]  # leak-free model on the held-out parts
+    bounds = np.array([results[("leak_free", HELD_OUT)][s]["video"]["ci95"]["auc"]
+                       for s in range(2)])
+    assert held_out["video_auc"]["ci95"] == pytest.approx(list(bounds.mean(axis=0)))
+    assert summary.INTERVAL_NOTE in out.notes
+    # Paired differences are differences of runs: no bootstrap interval is claimed for them.
+    assert "ci95" not in out.tables[1].rows[0]["video_auc"]
