@@ -13,7 +13,8 @@ What it imitates, and the public evidence for it:
 - Objects answer like GCS: ``Content-Length``, ``ETag``, ``Last-Modified``, ``Accept-Ranges``,
   ``x-goog-hash: crc32c=…,md5=…`` (the format googleapis/python-storage parses in
   ``_extract_headers_from_download``), crc32c alone for composite objects ("composite objects
-  provide only crc32c hashes", GCS ObjectChecksums reference); ``Range`` answers 206 with
+  provide only crc32c hashes", GCS ObjectChecksums reference), or ``Content-MD5`` alone, as a
+  team's own mirror may answer (RFC 1864); ``Range`` answers 206 with
   ``Content-Range``, and ``If-Range`` with a stale validator answers the whole object (RFC 9110).
 
 Faults queued with ``fault()`` hit the next object GETs in order (a connection cut mid-body,
@@ -68,6 +69,7 @@ class Served:
 class StoredObject:
     data: bytes
     crc32c_only: bool = False  # a composite object: no md5 in x-goog-hash
+    content_md5: bool = False  # a mirror that answers Content-MD5, not x-goog-hash
 
     @functools.cached_property
     def etag(self) -> str:
@@ -99,8 +101,9 @@ class LinksStandIn:
 
     # setup
 
-    def add(self, name: str, data: bytes, *, crc32c_only: bool = False) -> None:
-        self.objects[name] = StoredObject(data, crc32c_only)
+    def add(self, name: str, data: bytes, *, crc32c_only: bool = False,
+            content_md5: bool = False) -> None:
+        self.objects[name] = StoredObject(data, crc32c_only, content_md5)
 
     def fault(self, *faults: Fault) -> None:
         with self._lock:
@@ -263,8 +266,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Accept-Ranges", "bytes")
         self.send_header("ETag", obj.etag)
         self.send_header("Last-Modified", _LAST_MODIFIED)
-        self.send_header("x-goog-hash", obj.goog_hash)
-        self.send_header("x-goog-stored-content-length", str(len(data)))
+        if obj.content_md5:  # RFC 1864; the header of the whole object, as on a full GET
+            self.send_header("Content-MD5",
+                             base64.b64encode(hashlib.md5(obj.data).digest()).decode())
+        else:
+            self.send_header("x-goog-hash", obj.goog_hash)
+            self.send_header("x-goog-stored-content-length", str(len(data)))
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
         self.end_headers()

@@ -50,10 +50,11 @@ def server():
 
 @pytest.fixture
 def storage(server, parts):
-    """The stand-in holding parts 0-3 (part 1 a composite object: crc32c only), clean log."""
+    """The stand-in holding parts 0-3 (part 1 a composite object: crc32c only; part 2 from a
+    mirror that answers Content-MD5), clean log."""
     server.reset()
     for p, data in parts.items():
-        server.add(dfdc.part_zip_name(p), data, crc32c_only=p == 1)
+        server.add(dfdc.part_zip_name(p), data, crc32c_only=p == 1, content_md5=p == 2)
     return server
 
 
@@ -98,8 +99,8 @@ def test_links_download_in_parallel_verify_commit_then_transfer_nothing(tmp_path
         assert (out / dfdc.part_zip_name(p)).read_bytes() == parts[p]
         receipt = json.loads((out / "_verified" / f"{dfdc.part_zip_name(p)}.json").read_text())
         assert receipt["size"] == len(parts[p])
-        assert receipt["checked"] == (["size", "crc32c"] if p == 1 else
-                                      ["size", "crc32c", "md5"])
+        assert receipt["checked"] == {0: ["size", "crc32c", "md5"], 1: ["size", "crc32c"],
+                                      2: ["size", "md5"]}[p]
         assert receipt["link"] == (f"http://127.0.0.1:{storage.port}/kaggle-competitions-"
                                    f"detached-data/16880/{dfdc.part_zip_name(p)}")
         assert f"part {p:02d}: fetched" in first.stdout
