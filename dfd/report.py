@@ -380,17 +380,21 @@ def _fmt(x: Any, digits: int = 4) -> str:
     return html.escape(str(x))
 
 
+FRAME_ROW = "frame"
 _COLUMNS = ("n", "n_fake", "n_real", "accuracy", "precision", "recall", "f1", "auc", "ap",
             "log_loss", "chance_log_loss")
 
 
-def _figure_cell(block: Mapping, key: str) -> str:
+def _figure_cell(block: Mapping, key: str, digits: int | None = None) -> str:
     """A figure at the precision its row's intervals support, with its own 95 % interval when
-    the block has one: four decimals where the interval is ±0.2 would claim what is not known."""
+    the block has one: four decimals where the interval is ±0.2 would claim what is not known.
+    A block without intervals prints ``digits`` decimals (four when None)."""
     ci, n = block.get("ci95") or {}, block.get("n")
     if key in metrics.CI_FIGURES and ci.get(key):
         return html.escape(metrics.format_interval(block.get(key), ci[key], n=n)
                            .replace("-", "–"))
+    if not ci and digits is not None:
+        return _fmt(block.get(key), digits)
     # Figures without their own interval (precision, recall, ...) move with accuracy.
     return _fmt(block.get(key), metrics.interval_digits(ci.get("accuracy"), n=n))
 
@@ -398,16 +402,16 @@ def _figure_cell(block: Mapping, key: str) -> str:
 def _table(rows: list[tuple[str, Mapping]], first: str, *, small: bool = False,
            digits: int | None = None) -> str:
     """One row per summary block; ``small`` adds a column saying when a block is too small
-    for its figures to mean much (``metrics.too_small``); ``digits`` fixes the decimals of
-    blocks without intervals."""
+    for its figures to mean much (``metrics.too_small``; a block without a label mix, like the
+    frame level, gets none); ``digits`` fixes the decimals of blocks without intervals."""
     head = "".join(f"<th>{c}</th>" for c in _COLUMNS) + ("<th class=l>reliability</th>"
                                                          if small else "")
     body = ""
     for name, block in rows:
-        cells = "".join(f"<td>{_figure_cell(block, c)}</td>" if digits is None
-                        else f"<td>{_fmt(block.get(c), digits)}</td>" for c in _COLUMNS)
+        cells = "".join(f"<td>{_figure_cell(block, c, digits)}</td>" for c in _COLUMNS)
         if small:
-            why = metrics.too_small(block)
+            # A crop count is not a video count: the frame level is judged by its videos.
+            why = metrics.too_small(block) if name != FRAME_ROW else None
             cells += (f"<td class='l warn'>too small: {html.escape(why)}</td>" if why
                       else "<td class=l>–</td>")
         body += f"<tr><td class=l>{html.escape(name)}</td>{cells}</tr>"
@@ -568,7 +572,11 @@ def render_report(predictions_dir: str | Path, out_dir: str | Path, *,
                 evaluated["video"])]
     if evaluated.get("video_model_only"):
         overall.append(("video: scored by the model only", evaluated["video_model_only"]))
-    overall.append(("frame", evaluated["frame"]))
+    overall.append((FRAME_ROW, evaluated["frame"]))
+    # Frame figures and the rules' figures carry no interval of their own: the crops of a
+    # video are not independent draws, so they are printed at the video figures' precision.
+    video_digits = metrics.interval_digits((evaluated["video"].get("ci95") or {})
+                                           .get("accuracy"), n=evaluated["video"]["n"])
     sections = [
         f"<h1>Deepfake detection report</h1>"
         f"<p>model: {html.escape(', '.join(model) or '–')}; video score: "
@@ -578,7 +586,7 @@ def render_report(predictions_dir: str | Path, out_dir: str | Path, *,
         _run_summary(run_dir),
         coverage_section(evaluated),
         "<h2>Overall</h2>",
-        _table(overall, "level", small=True),
+        _table(overall, "level", small=True, digits=video_digits),
         f"<p class=note>A call is FAKE when p(FAKE) &gt; {metrics.THRESHOLD}. Log loss is in "
         f"nats with probabilities clipped to [{eps:g}, 1 − {eps:g}]; chance_log_loss is what "
         f"always answering the label mix would score (0.693 on a balanced set, 0.441 on "
@@ -601,9 +609,7 @@ def render_report(predictions_dir: str | Path, out_dir: str | Path, *,
         "to call a confident FAKE, so with few frames per video it acts on confident REALs "
         "only. Figures are printed to the precision of the overall video intervals above: "
         "differences between rules smaller than those intervals may be noise.</p>",
-        _table([(r["rule"], r) for r in rules], "rule",
-               digits=metrics.interval_digits((evaluated["video"].get("ci95") or {})
-                                              .get("accuracy"), n=evaluated["video"]["n"])),
+        _table([(r["rule"], r) for r in rules], "rule", digits=video_digits),
         _img(figures["aggregation.png"], "aggregation rules"),
     ]
     if history:

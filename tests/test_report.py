@@ -128,6 +128,12 @@ def test_coverage_comes_first_then_both_video_figures_with_their_intervals(tmp_p
             assert cells[column] == metrics.format_interval(
                 block[figure], block["ci95"][figure], n=block["n"])
     assert evaluated["video"]["n"] == 26 and evaluated["video_model_only"]["n"] == 24
+    # Frame figures have no interval of their own: printed at the video figures' precision,
+    # and judged by the videos, not flagged by their crop count.
+    (frame,) = _rows(page, "frame")
+    d = metrics.interval_digits(evaluated["video"]["ci95"]["accuracy"], n=26)
+    assert frame[4] == f"{evaluated['frame']['accuracy']:.{d}f}" and d < 4
+    assert frame[-1] == "–"
     # The intervals are those of a stratified bootstrap over the same videos, recomputed.
     labelled = [v for v in videos if v["label"] is not None]
     assert evaluated["video"]["ci95"] == metrics.bootstrap_intervals(
