@@ -204,8 +204,8 @@ def test_the_command_prints_metrics_with_the_label_balance_beside_log_loss(infer
     chance = -(share * np.log(share) + (1 - share) * np.log(1 - share))
     assert f"(chance {chance:.4f} at {share:.4f} fake)" in video
     assert any(line.lstrip().startswith("part   5") for line in lines)
-    assert "coverage: 8 videos listed, 6 scored by the model, 2 by the fallback score 0.5 " \
-           "(no_face 1, truncated 1), 1 without a label" in screen
+    assert "coverage: 8 videos listed, 0 fakes left out by balancing, 6 scored by the model, " \
+           "2 by the fallback score 0.5 (no_face 1, truncated 1), 1 without a label" in screen
 
 
 def test_the_command_fails_with_one_line_on_a_missing_tree(tmp_path, capsys):

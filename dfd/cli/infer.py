@@ -44,7 +44,7 @@ def run(args) -> int:
     run_info = evaluated["run"]
     print(f"model {run_info['model']}, parts {run_info['parts']}, split {split or 'all'}, "
           f"aggregation {cfg.aggregation}")
-    print(f"  coverage: {_coverage_line(evaluated['coverage'])}")
+    print(f"  coverage: {coverage_line(evaluated['coverage'])}")
     print(f"  frames  {metrics.format_summary(evaluated['frame'])}")
     print(f"  videos  {metrics.format_summary(evaluated['video'])}")
     for part, block in evaluated["per_part"].items():
@@ -53,11 +53,14 @@ def run(args) -> int:
     return 0
 
 
-def _coverage_line(coverage: dict) -> str:
+def coverage_line(coverage: dict) -> str:
     """How many videos the figures stand on, in one line."""
     block = coverage["overall"]
     fallback = block["scored_by_fallback"]
-    listed = f"{block['listed']} videos listed, " if block["listed"] is not None else ""
+    listed = ""
+    if block["listed"] is not None:
+        listed = f"{block['listed']} videos listed, {block['fakes_left_out']} fakes left out " \
+                 f"by balancing, "
     reasons = ", ".join(f"{k} {v}" for k, v in fallback.items())
     return (f"{listed}{block['scored_by_model']} scored by the model, "
             f"{sum(fallback.values())} by the fallback score {coverage['fallback_score']:g}"
