@@ -239,17 +239,24 @@ def confident_mistakes(videos: Mapping[str, Any], *, threshold: float = metrics.
     return {"false_positives": fp[:k], "false_negatives": fn[:k]}
 
 
-def deciding_crops(frames: Mapping[str, Any], mistake: Mapping, *,
-                   k: int = CROPS_PER_MISTAKE) -> list[dict]:
-    """The crops of a mistaken video that pushed its score furthest the wrong way: the most
-    FAKE-looking crops of a false positive, the most REAL-looking of a false negative."""
-    crops = [{"frame_index": int(f), "face_index": int(i), "p_fake": float(p)}
-             for v, pt, f, i, p in zip(frames["video"], frames["part"], frames["frame_index"],
-                                       frames["face_index"], frames["p_fake"])
-             if v == mistake["video"] and int(pt) == mistake["part"]]
-    wrong_way = -1 if mistake["label"] == 0 else 1
-    return sorted(crops, key=lambda c: (wrong_way * c["p_fake"], c["frame_index"],
-                                        c["face_index"]))[:k]
+def deciding_crops(frames: Mapping[str, Any], mistakes: list[Mapping], *,
+                   k: int = CROPS_PER_MISTAKE) -> dict[tuple[int, str], list[dict]]:
+    """Per mistaken (part, video), the crops that pushed its score furthest the wrong way: the
+    most FAKE-looking crops of a false positive, the most REAL-looking of a false negative.
+    One pass over the frame predictions, however many mistakes."""
+    wanted = {(m["part"], m["video"]): m for m in mistakes}
+    found: dict[tuple[int, str], list[dict]] = {key: [] for key in wanted}
+    for v, pt, f, i, p in zip(frames["video"], frames["part"], frames["frame_index"],
+                              frames["face_index"], frames["p_fake"]):
+        key = (int(pt), v)
+        if key in found:
+            found[key].append({"frame_index": int(f), "face_index": int(i), "p_fake": float(p)})
+    out = {}
+    for key, crops in found.items():
+        wrong_way = -1 if wanted[key]["label"] == 0 else 1
+        out[key] = sorted(crops, key=lambda c, w=wrong_way: (w * c["p_fake"], c["frame_index"],
+                                                              c["face_index"]))[:k]
+    return out
 
 
 def read_crop_images(data: str, wanted: Mapping[int, set[str]]) -> dict[tuple, bytes]:
@@ -334,12 +341,13 @@ def mistakes_section(frames: Mapping[str, Any], videos: Mapping[str, Any],
             out.append(f"<p class='note warn'>No crops shown: the face shards at "
                        f"{html.escape(str(data))} could not be read "
                        f"({html.escape(type(exc).__name__)}: {html.escape(str(exc))}).</p>")
+    crops_of = deciding_crops(frames, chosen)
     for kind, title in (("false_positives", "REAL called FAKE (false positives)"),
                         ("false_negatives", "FAKE called REAL (false negatives)")):
         rows = []
         for m in found[kind]:
             pictures = []
-            for c in deciding_crops(frames, m):
+            for c in crops_of[(m["part"], m["video"])]:
                 key = (m["part"], m["video"], c["frame_index"], c["face_index"])
                 caption = f"frame {c['frame_index']}: {c['p_fake']:.2f}"
                 try:
