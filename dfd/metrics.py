@@ -42,8 +42,9 @@ CI_FIGURES = ("auc", "log_loss", "accuracy")
 SMALL_VIDEOS = 30
 SMALL_PER_LABEL = 10
 SMALL_AUC_WIDTH = 0.2
-# Resampled index matrices are built this many entries at a time, bounding memory on big sets.
-_BOOTSTRAP_CHUNK = 4_000_000
+# Resamples are drawn and scored this many at a time: 50 x 119,154 videos (all of DFDC) is
+# 48 MB of indices, and the AUC's per-resample histograms stay as small.
+BOOTSTRAP_BLOCK = 50
 
 
 def _as_arrays(labels: Iterable, scores: Iterable) -> tuple[np.ndarray, np.ndarray]:
@@ -182,44 +183,46 @@ def summarize(labels, scores, *, threshold: float = THRESHOLD) -> dict[str, Any]
     }
 
 
+def _index_blocks(y: np.ndarray, resamples: int, seed: int):
+    """The stratified resamples, BOOTSTRAP_BLOCK rows at a time, each block from its own
+    stream seeded by (seed, first row): memory stays bounded on any set size, and the draws
+    do not depend on how they are consumed."""
+    fake, real = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    for start in range(0, resamples, BOOTSTRAP_BLOCK):
+        b = min(BOOTSTRAP_BLOCK, resamples - start)
+        rng = np.random.default_rng([seed, start])
+        draws = [group[rng.integers(0, group.size, size=(b, group.size))]
+                 for group in (fake, real) if group.size]
+        yield np.concatenate(draws, axis=1) if draws else np.zeros((b, 0), dtype=np.int64)
+
+
 def bootstrap_indices(labels, *, resamples: int = BOOTSTRAP_RESAMPLES,
                       seed: int = BOOTSTRAP_SEED) -> np.ndarray:
     """(resamples, n) row indices of a stratified bootstrap: each row draws the FAKE rows with
     replacement as many times as there are FAKEs, then the REAL rows likewise.
 
     Every row therefore holds exactly ``n_fake`` FAKE and ``n_real`` REAL rows, FAKEs first.
-    The same labels and seed give the same indices."""
+    The same labels and seed give the same indices (those ``bootstrap_intervals`` uses)."""
     y = np.asarray(labels, dtype=np.int64).ravel()
-    rng = np.random.default_rng(seed)
-    fake, real = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
-    draws = [group[rng.integers(0, group.size, size=(resamples, group.size))]
-             for group in (fake, real) if group.size]
-    if not draws:
-        return np.zeros((resamples, 0), dtype=np.int64)
-    return np.concatenate(draws, axis=1)
+    return np.concatenate(list(_index_blocks(y, resamples, seed)))
 
 
-def _resampled_auc(y: np.ndarray, p: np.ndarray, idx: np.ndarray) -> np.ndarray:
+def _resampled_auc(y: np.ndarray, rank: np.ndarray, levels: int,
+                   idx: np.ndarray) -> np.ndarray:
     """The AUC of each resample (row of ``idx``, FAKEs first), as the Mann-Whitney statistic:
     the share of (FAKE, REAL) pairs the score orders right, ties counting one half. Equal to
-    the trapezoidal ROC area; computed from per-resample score histograms, not by sorting."""
+    the trapezoidal ROC area; computed from per-resample histograms over the ``levels``
+    distinct scores (``rank``: each row's level), not by sorting."""
     n_fake = int(y.sum())
     n_real = y.size - n_fake
-    levels, rank = np.unique(p, return_inverse=True)  # rank: each row's score level
-    k = levels.size
-    out = np.empty(idx.shape[0])
-    step = max(1, _BOOTSTRAP_CHUNK // max(1, idx.shape[1] + k))
-    for start in range(0, idx.shape[0], step):
-        block = idx[start:start + step]
-        b = block.shape[0]
-        real_levels = rank[block[:, n_fake:]] + k * np.arange(b)[:, None]
-        equal = np.bincount(real_levels.ravel(), minlength=b * k).reshape(b, k)
-        below = np.cumsum(equal, axis=1) - equal  # REALs scored strictly lower, per level
-        fake_levels = rank[block[:, :n_fake]]
-        wins = (np.take_along_axis(below, fake_levels, axis=1)
-                + 0.5 * np.take_along_axis(equal, fake_levels, axis=1)).sum(axis=1)
-        out[start:start + b] = wins / (n_fake * n_real)
-    return out
+    b, k = idx.shape[0], levels
+    real_levels = rank[idx[:, n_fake:]] + k * np.arange(b)[:, None]
+    equal = np.bincount(real_levels.ravel(), minlength=b * k).reshape(b, k)
+    below = np.cumsum(equal, axis=1) - equal  # REALs scored strictly lower, per level
+    fake_levels = rank[idx[:, :n_fake]]
+    wins = (np.take_along_axis(below, fake_levels, axis=1)
+            + 0.5 * np.take_along_axis(equal, fake_levels, axis=1)).sum(axis=1)
+    return wins / (n_fake * n_real)
 
 
 def bootstrap_intervals(labels, scores, *, threshold: float = THRESHOLD,
@@ -231,16 +234,21 @@ def bootstrap_intervals(labels, scores, *, threshold: float = THRESHOLD,
     y, p = _as_arrays(labels, scores)
     if not y.size:
         return {name: None for name in CI_FIGURES}
-    idx = bootstrap_indices(y, resamples=resamples, seed=seed)
     q = np.clip(p, LOG_LOSS_EPS, 1.0 - LOG_LOSS_EPS)
     loss = -(y * np.log(q) + (1 - y) * np.log1p(-q))
     correct = ((p > threshold).astype(np.int64) == y).astype(np.float64)
-    values = {"log_loss": loss[idx].mean(axis=1), "accuracy": correct[idx].mean(axis=1)}
-    if 0 < y.sum() < y.size:
-        values["auc"] = _resampled_auc(y, p, idx)
+    both = 0 < y.sum() < y.size
+    levels, rank = np.unique(p, return_inverse=True)
+    values: dict[str, list[np.ndarray]] = {"log_loss": [], "accuracy": [], "auc": []}
+    for idx in _index_blocks(y, resamples, seed):
+        values["log_loss"].append(loss[idx].mean(axis=1))
+        values["accuracy"].append(correct[idx].mean(axis=1))
+        if both:
+            values["auc"].append(_resampled_auc(y, rank, levels.size, idx))
     tail = 100 * (1 - level) / 2
-    return {name: ([float(v) for v in np.percentile(values[name], [tail, 100 - tail])]
-                   if name in values else None) for name in CI_FIGURES}
+    return {name: ([float(v) for v in np.percentile(np.concatenate(values[name]),
+                                                    [tail, 100 - tail])]
+                   if values[name] else None) for name in CI_FIGURES}
 
 
 def too_small(block: Mapping[str, Any]) -> str | None:
