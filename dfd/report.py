@@ -312,19 +312,19 @@ def thumbnail(image: bytes, size: int = THUMBNAIL) -> bytes:
 
 
 def mistakes_section(frames: Mapping[str, Any], videos: Mapping[str, Any],
-                     data: str | None) -> list[str]:
+                     data: str | None, *, threshold: float = metrics.THRESHOLD) -> list[str]:
     """The report's 'Most confident mistakes': per video its part, score and the thumbnails of
     the crops that decided it, each with its crop score. Crops come from the face shards
     (``data``, from ``metrics.json["run"]["data"]``); when those cannot be read the section
     says so and lists the videos without pictures."""
-    found = confident_mistakes(videos)
+    found = confident_mistakes(videos, threshold=threshold)
     chosen = [m for kind in found.values() for m in kind]
     out = ["<h2>Most confident mistakes</h2>",
            f"<p class=note>The {MISTAKES_PER_KIND} REAL videos with the highest p(FAKE) called "
-           f"FAKE, and the {MISTAKES_PER_KIND} FAKE videos with the lowest called REAL, among "
-           f"the videos the model scored; beside each, up to {CROPS_PER_MISTAKE} of its face "
-           f"crops, those that pushed its score furthest the wrong way, with their crop "
-           f"scores.</p>"]
+           f"FAKE (p(FAKE) &gt; {threshold:g}), and the {MISTAKES_PER_KIND} FAKE videos with "
+           f"the lowest called REAL, among the videos the model scored; beside each, up to "
+           f"{CROPS_PER_MISTAKE} of its face crops, those that pushed its score furthest the "
+           f"wrong way, with their crop scores.</p>"]
     if not chosen:
         return out + ["<p>No mistakes at the threshold among the model-scored videos.</p>"]
     images: dict[tuple, bytes] = {}
@@ -568,7 +568,8 @@ def render_report(predictions_dir: str | Path, out_dir: str | Path, *,
     history = read_history(run_dir)
     if history:
         figures["training.png"] = training_figure(history)
-    mistakes = mistakes_section(frames, videos, data)
+    mistakes = mistakes_section(frames, videos, data, threshold=evaluated["video"].get(
+        "threshold", metrics.THRESHOLD))
     for name, png in figures.items():
         (out / name).write_bytes(png)
 
