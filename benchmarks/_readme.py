@@ -334,21 +334,40 @@ def blocks_in(page: str) -> dict[str, str]:
             for m in re.finditer(r"<!-- bench:([\w-]+) -->\n(.*?)<!-- /bench:\1 -->", page, re.S)}
 
 
+def missing_sources(name: str, results: Path = RESULTS) -> list[str]:
+    """The JSON files a block needs that the results folder does not have (yet)."""
+    return [f"{results.name}/{s}.json" for s in BLOCKS[name].sources
+            if not (results / f"{s}.json").exists()]
+
+
 def rewrite(page: str, results: Path = RESULTS) -> str:
-    """The page with every block it holds replaced by what the JSON files give now."""
+    """The page with every block it holds replaced by what the JSON files give now; a block
+    whose JSON file is missing is left as it is, with a warning."""
     for name in blocks_in(page):
         if name not in BLOCKS:
             raise SystemExit(f"README block {name!r} has no renderer in benchmarks._readme")
+        missing = missing_sources(name, results)
+        if missing:
+            print(f"bench block {name} left as it is: no {', '.join(missing)}", file=sys.stderr)
+            continue
         text = render(name, results)
         page = _pattern(name).sub(lambda m, t=text: m.group(1) + t + m.group(3), page)
     return page
 
 
 def stale(page: str, results: Path = RESULTS) -> list[str]:
-    """Names of the blocks whose text is not what the JSON files give, and of the renderers
-    the page has no block for."""
+    """Names of the blocks whose text is not what the JSON files give (or whose JSON file is
+    missing), and of the renderers the page has no block for."""
     found = blocks_in(page)
-    wrong = [n for n, text in found.items() if n in BLOCKS and text != render(n, results)]
+    wrong = []
+    for name, text in found.items():
+        if name not in BLOCKS:
+            continue
+        missing = missing_sources(name, results)
+        if missing:
+            wrong.append(f"{name} (no {', '.join(missing)})")
+        elif text != render(name, results):
+            wrong.append(name)
     return wrong + [f"{n} (no block in the page)" for n in BLOCKS if n not in found]
 
 
@@ -365,8 +384,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         wrong = stale(page, args.results)
         for name in wrong:
-            print(f"{args.page}: bench block {name} differs from {args.results}; run "
-                  f"`.venv/bin/python -m benchmarks._readme --write`", file=sys.stderr)
+            fix = ("measure it first (.venv/bin/python -m benchmarks.NAME)" if "(no " in name
+                   else "run `.venv/bin/python -m benchmarks._readme --write`")
+            print(f"{args.page}: bench block {name} differs from {args.results}; {fix}",
+                  file=sys.stderr)
         return 1 if wrong else 0
     if args.write:
         new = rewrite(page, args.results)
