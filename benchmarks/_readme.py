@@ -262,17 +262,15 @@ def _ci(value: float, interval) -> str:
 
 def demo(f: Mapping) -> str:
     rows = ["| training seed | exported epoch | held-out videos | video AUC [95 %] | "
-            "log loss [95 %] (chance) | accuracy [95 %] | train s | infer s |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "log loss [95 %] (chance) | accuracy [95 %] |",
+            "|---:|---:|---:|---:|---:|---:|"]
     for r in f["runs"]:
-        stages = r.get("stage_seconds") or {}
         epoch = "last" if r.get("exported_epoch") is None else \
             f"{r['exported_epoch']} of 0-{r['epochs'] - 1}"
         rows.append(f"| {r['seed']} | {epoch} | {r['videos']} | "
                     f"{_ci(r['auc'], r['ci95']['auc'])} | "
                     f"{_ci(r['log_loss'], r['ci95']['log_loss'])} "
-                    f"({r['chance_log_loss']:.3f}) | {_ci(r['accuracy'], r['ci95']['accuracy'])} "
-                    f"| {stages.get('train', '-')} | {stages.get('infer', '-')} |")
+                    f"({r['chance_log_loss']:.3f}) | {_ci(r['accuracy'], r['ci95']['accuracy'])} |")
     return "\n".join(rows)
 
 

@@ -37,6 +37,13 @@ def collect(workdir: Path, *, seed: int, stdout: str = "") -> dict:
     """One demo run's figures, from its work dir (and its printed stage seconds)."""
     from dfd import run_dir as rundir
 
+    # The predictions must be those of this work dir's model (a run stopped between training
+    # and inference, or a copied work dir, holds another model's).
+    trained = json.loads((workdir / ".train.json").read_text())
+    inferred = json.loads((workdir / ".infer.json").read_text())
+    if inferred.get("train") != trained:
+        raise SystemExit(f"{workdir}: its predictions are not of its trained model; run "
+                         f"`dfd demo --workdir {workdir}` again")
     metrics = json.loads((workdir / "eval" / "metrics.json").read_text())
     video = metrics["video"]
     selection = Path(rundir.selection_path(str(workdir / "run")))
