@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import benchmarks
-from tests.kaggle_standin import Fault, KaggleStandIn, etag, goog_hash
+from standins.kaggle import Fault, KaggleStandIn, etag, goog_hash
 
 COMPETITION = "deepfake-detection-challenge"
 SIZE = int(os.environ.get("DFD_BENCH_KAGGLE_MB", "256")) * 2**20

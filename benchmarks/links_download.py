@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import benchmarks
-from tests.links_standin import Fault, LinksStandIn
+from standins.links import Fault, LinksStandIn
 
 SIZE = int(os.environ.get("DFD_BENCH_LINKS_MB", "256")) * 2**20
 PARALLEL = 4
@@ -36,7 +36,7 @@ def main() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         for name in names[:1 + PARALLEL]:
             (Path(tmp) / name).write_bytes(data)
-        server = subprocess.Popen([sys.executable, "-m", "tests.links_standin",
+        server = subprocess.Popen([sys.executable, "-m", "standins.links",
                                    *(str(Path(tmp) / n) for n in names[:1 + PARALLEL])],
                                   stdout=subprocess.PIPE, text=True)
         try:

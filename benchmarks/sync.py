@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import benchmarks
-from tests.links_standin import LinksStandIn
+from standins.links import LinksStandIn
 
 COMPETITION = "deepfake-detection-challenge"
 PARTS = 50

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from dfd import dfdc
-from tests.kaggle_standin import Fault, KaggleStandIn
+from standins.kaggle import Fault, KaggleStandIn
 
 COMPETITION = "deepfake-detection-challenge"
 ROOT = Path(__file__).resolve().parents[1]

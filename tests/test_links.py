@@ -1,5 +1,5 @@
 """`dfd download --links`: DFDC parts from signed links, against a local stand-in of the signed
-cloud-storage URLs the data page hands out (tests/links_standin.py), through the CLI."""
+cloud-storage URLs the data page hands out (standins/links.py), through the CLI."""
 from __future__ import annotations
 
 import io
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from dfd import dfdc
-from tests.links_standin import Fault, LinksStandIn
+from standins.links import Fault, LinksStandIn
 
 ROOT = Path(__file__).resolve().parents[1]
 FRESH = ("accept the rules at https://www.kaggle.com/competitions/deepfake-detection-challenge/"

@@ -3,8 +3,8 @@
 - planted Kaggle credentials never reach an output file, a log line or an error message, on
   success, on refusal (HTTP 401) and on server errors (HTTP 5xx, 410), through `dfd download`,
   `dfd preprocess`, `dfd sync` and the Beam fetch stage (real kaggle client against
-  tests/kaggle_standin.py), and neither do the signatures of the part links
-  (tests/links_standin.py);
+  standins/kaggle.py), and neither do the signatures of the part links
+  (standins/links.py);
 - a model loads from model.json + weights.h5 only: pickles, Keras archives and configs (with
   Lambda layers), SavedModels and whole-model HDF5 files are refused, and a planted pickle is
   never unpickled;
@@ -37,9 +37,9 @@ from hypothesis import strategies as st
 from dfd import config, dfdc, models, shards
 from dfd import output_tree as ot
 from tests.infer_fixtures import make_face_tree, make_run_dir
-from tests.kaggle_standin import Fault, KaggleStandIn
-from tests.links_standin import Fault as LinkFault
-from tests.links_standin import LinksStandIn
+from standins.kaggle import Fault, KaggleStandIn
+from standins.links import Fault as LinkFault
+from standins.links import LinksStandIn
 from tests.video_fixtures import clip
 
 pytestmark = pytest.mark.slow
@@ -92,7 +92,7 @@ def standin():
 
 @pytest.fixture(scope="module")
 def part_links():
-    """The data page's signed part links (tests/links_standin.py)."""
+    """The data page's signed part links (standins/links.py)."""
     with LinksStandIn() as server:
         yield server
 

@@ -20,8 +20,8 @@ from dfd.errors import DfdError
 from dfd.kaggle import CompetitionFile
 from dfd.lease import LEASE, Lease, LeaseHeld, LeaseLost, LeaseRecord, read_lease
 from tests.infer_fixtures import make_run_dir
-from tests.kaggle_standin import KaggleStandIn
-from tests.links_standin import LinksStandIn
+from standins.kaggle import KaggleStandIn
+from standins.links import LinksStandIn
 
 COMPETITION = "deepfake-detection-challenge"
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +51,7 @@ def kaggle():
 
 @pytest.fixture(scope="module")
 def storage():
-    """The signed links of the data page (tests/links_standin.py)."""
+    """The signed links of the data page (standins/links.py)."""
     with LinksStandIn() as standin:
         yield standin
 

@@ -20,7 +20,7 @@ What it imitates, and the public evidence for it:
 Faults queued with ``fault()`` hit the next object GETs in order (a connection cut mid-body,
 a status). Every request is logged with the bytes it carried, so tests can count transfers.
 
-    python -m tests.links_standin dfdc_train_part_00.zip ...   # serve files, print links
+    python -m standins.links dfdc_train_part_00.zip ...   # serve files, print links
 """
 from __future__ import annotations
 

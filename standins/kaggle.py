@@ -8,7 +8,7 @@ It serves what the real API serves of DFDC, and nothing more:
   or, with ``add_file("test_videos.zip", ...)``, as the zips the data page's "Files" list names
   (``train_sample_videos.zip``, ``test_videos.zip``);
 - never the 50 training parts: the data page says the training set "is not available directly
-  on Kaggle" and links them as signed cloud-storage URLs instead (see tests/links_standin.py),
+  on Kaggle" and links them as signed cloud-storage URLs instead (see standins/links.py),
   and asking the API for one by name answers 404 (kaggle-cli issue #413, for
   ``dfdc_train_all.zip``). ``add_file`` refuses a part's name, and a download request for one
   answers 404 like any file the competition does not list.
@@ -28,7 +28,7 @@ Storage answers like GCS: Content-Length, ETag, Last-Modified, Accept-Ranges and
 in order, so a test can drop a connection midway, serve a short or corrupted object, or fail
 with a status.
 
-    python -m tests.kaggle_standin sample_submission.csv ...   # serve files by hand
+    python -m standins.kaggle sample_submission.csv ...   # serve files by hand
 """
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ class KaggleStandIn:
         base = name.rsplit("/", 1)[-1]
         if base == "dfdc_train_all.zip" or re.fullmatch(r"dfdc_train_part_\d+\.zip", base):
             raise ValueError(f"Kaggle's API does not serve {name}: serve it as a signed link "
-                             f"(tests/links_standin.py)")
+                             f"(standins/links.py)")
         self.files[name] = data
 
     def add_folder(self, folder: str, files: dict[str, bytes]) -> None:
