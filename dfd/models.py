@@ -13,8 +13,9 @@ import json
 import logging
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import tf_keras as keras
 
@@ -27,6 +28,7 @@ MODEL_JSON = "model.json"
 WEIGHTS_H5 = "weights.h5"
 TRAINING_STATE = "training_state"  # TF checkpoint of weights and optimizer slots
 TRAINER_JSON = "trainer.json"  # where training stands: epoch, history
+SELECTED = "selected"  # the chosen epoch's model.json and weights.h5, and its epoch.json
 
 ModelBuilder = Callable[..., keras.Model]
 MODELS: dict[str, ModelBuilder] = {}

@@ -3,7 +3,12 @@
     <run>/config.json          TrainConfig, the data URI and the data manifest's hash
     <run>/history.json         one dict per epoch: loss, accuracy, precision, recall, auc, val_*
     <run>/attempts.json        each (re)start of the worker group and the epoch it started at
-    <run>/model/               the final model: dfd.models' model.json and weights.h5
+    <run>/model/               the exported model: dfd.models' model.json and weights.h5
+    <run>/selection.json       which epoch <run>/model is, chosen by which rule, and whether
+                               training stopped early (dfd.model_selection)
+    <run>/calibration.json     `dfd calibrate`'s temperature and threshold, fitted on the
+                               validation split's video scores (dfd.calibration)
+    <run>/calibration/         `dfd calibrate`'s scoring of the validation split
     <run>/tensorboard/{train,validation}/   TensorBoard scalars
     <run>/plots/*.png          training curves
     <run>/ray/                 Ray Train's checkpoints (its run name under the storage path)
@@ -31,6 +36,9 @@ TENSORBOARD_KINDS = ("train", "validation")
 PLOTS = "plots"
 RAY = "ray"
 STUDY_FINISHED = "study-run.json"
+SELECTION = "selection.json"
+CALIBRATION = "calibration.json"
+CALIBRATION_EVAL = "calibration"
 EVAL = "eval"
 
 _PLOT_RE = re.compile(r"^[A-Za-z0-9_.-]+\.png$")
@@ -46,6 +54,19 @@ def history_path(run_dir: str) -> str:
 
 def attempts_path(run_dir: str) -> str:
     return join(run_dir, ATTEMPTS)
+
+
+def selection_path(run_dir: str) -> str:
+    return join(run_dir, SELECTION)
+
+
+def calibration_path(run_dir: str) -> str:
+    return join(run_dir, CALIBRATION)
+
+
+def calibration_eval_dir(run_dir: str) -> str:
+    """Where `dfd calibrate` writes its predictions and metrics on the validation split."""
+    return join(run_dir, CALIBRATION_EVAL)
 
 
 def model_dir(run_dir: str) -> str:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow.fs as pafs
@@ -139,11 +139,14 @@ def epoch_rows(index: FaceIndex, *, epoch: int, rebalance: bool = True) -> np.nd
 
 
 def worker_rows(index: FaceIndex, rows: np.ndarray, *, rank: int, world: int, epoch: int,
-                seed: int, shuffle: bool, pad: bool) -> tuple[np.ndarray, np.ndarray]:
+                seed: int, shuffle: bool, pad: bool,
+                multiple: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """This worker's rows (in reading order) and their weights; every worker gets as many.
 
     Without ``pad`` the at most ``world - 1`` rows left over are dropped this epoch (a different
-    few each epoch); with it, short pieces are filled with weight-0 copies.
+    few each epoch); with it, short pieces are filled with weight-0 copies, up to a
+    ``multiple`` of rows (a worker's batch: with several replicas per worker, a last step too
+    short to give every replica a row fails in TF).
     """
     if not 0 <= rank < world:
         raise ValueError(f"rank {rank} outside 0..{world - 1}")
@@ -157,8 +160,9 @@ def worker_rows(index: FaceIndex, rows: np.ndarray, *, rank: int, world: int, ep
         rows = np.roll(rows, -int(rng.integers(len(rows))))
     n = len(rows)
     if pad:
-        per = -(-n // world)
-        piece = rows[rank * per:(rank + 1) * per]
+        share = -(-n // world)
+        piece = rows[rank * share:(rank + 1) * share]
+        per = -(-share // multiple) * multiple
         weights = np.ones(per, np.float32)
         weights[len(piece):] = 0.0
         filler = piece[-1:] if len(piece) else rows[:1]

@@ -7,7 +7,8 @@ without Ray: what ``ray_jobs.train`` writes before, during and after training.
     epoch_record        one history.json entry; write_history writes them all
     TensorBoardLog      per-epoch scalars for TensorBoard (tensorboardX)
     write_plots         the training curves as PNGs
-    export_model        a checkpoint's model files copied to <run>/model
+    keep_selected       the chosen epoch's model files, carried from checkpoint to checkpoint
+    export_selected     the chosen epoch's model copied to <run>/model, and selection.json
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import time
 from pathlib import Path
 
 from dfd import config as dfd_config
-from dfd import curves, storage
+from dfd import curves, model_selection, storage
 from dfd import run_dir as rundir
 from dfd.config import TrainConfig
 from dfd.errors import DfdError
@@ -52,6 +53,18 @@ def check_config(cfg: TrainConfig) -> None:
         raise DfdError(f"--workers must be at least 1, got {cfg.workers}")
     if cfg.epochs < 1:
         raise DfdError(f"--epochs must be at least 1, got {cfg.epochs}")
+    try:
+        model_selection.check(cfg)
+    except ValueError as exc:
+        raise DfdError(str(exc)) from None
+    gpus = cfg.gpus_per_worker
+    if cfg.workers > 1 and 0 < gpus < 1:
+        # Collective all-reduce on GPUs goes through NCCL, which runs one rank per GPU.
+        raise DfdError(f"--gpus-per-worker {gpus:g} with {cfg.workers} workers: workers "
+                       f"sharing a GPU cannot all-reduce (NCCL runs one rank per GPU); give "
+                       f"each worker whole GPUs or train on one worker")
+    if gpus > 1 and gpus != int(gpus):
+        raise DfdError(f"--gpus-per-worker {gpus:g}: above 1 it must be a whole number")
     replicas = cfg.workers * max(1, int(cfg.gpus_per_worker))
     if cfg.batch_size < replicas or cfg.batch_size % replicas:
         raise DfdError(f"--batch-size {cfg.batch_size} is the global batch: it must be a "
@@ -65,8 +78,11 @@ def write_run_config(run_dir: str, cfg: TrainConfig, *, data: str, data_hash: st
     previous = storage.read_text(uri)
     if previous:
         before = json.loads(previous)
+        # A field added since the run was made counts as its default.
+        defaults = dfd_config.to_dict(TrainConfig())
         changed = sorted(k for k, v in dfd_config.to_dict(cfg).items()
-                         if k not in RESUMABLE_CHANGES and before["train"].get(k) != v)
+                         if k not in RESUMABLE_CHANGES
+                         and before["train"].get(k, defaults[k]) != v)
         if before.get("data_manifest_hash") != data_hash:
             changed.append("data")
         if changed:
@@ -93,13 +109,16 @@ def read_attempts(run_dir: str) -> list[dict]:
 
 
 def epoch_record(epoch: int, train: dict, validation: dict, *, seconds: float, images: int,
-                 val_seconds: float) -> dict:
-    """One history entry: the paper's metrics for train and validation, and the speed."""
+                 val_seconds: float, learning_rate: float | None = None,
+                 steps: int | None = None, replicas: int | None = None) -> dict:
+    """One history entry: the paper's metrics for train and validation, the epoch's learning
+    rate, its steps and replicas (each step is one global batch over all replicas), the speed."""
     def pick(logs: dict) -> dict:
         # 'bce' is the weighted loss; Keras' 'loss' would count validation padding.
         return {name: float(logs["bce" if name == "loss" else name]) for name in METRICS}
 
     return {"epoch": epoch, **pick(train), **{f"val_{k}": v for k, v in pick(validation).items()},
+            "lr": learning_rate, "steps": steps, "replicas": replicas,
             "seconds": round(seconds, 3), "val_seconds": round(val_seconds, 3),
             "train_images": images,
             "images_per_s": round(images / seconds, 2) if seconds > 0 else None}
@@ -130,6 +149,8 @@ class TensorBoardLog:
             with SummaryWriter(str(folder), filename_suffix=f".epoch-{step:05d}") as writer:
                 for name in METRICS:
                     writer.add_scalar(name, record[prefix + name], global_step=step)
+                if kind == "train" and record.get("lr") is not None:
+                    writer.add_scalar("learning_rate", record["lr"], global_step=step)
             for event_file in sorted(folder.iterdir()):
                 storage.write_bytes(rundir.tensorboard_file(self.run_dir, kind, event_file.name),
                                     event_file.read_bytes())
@@ -156,3 +177,53 @@ def export_model(directory: str | Path, run_dir: str) -> None:
     # Weights first: a reader that sees model.json finds the weights beside it.
     for name in (WEIGHTS_H5, MODEL_JSON):
         storage.write_bytes(rundir.model_file(run_dir, name), (Path(directory) / name).read_bytes())
+
+
+def keep_selected(directory: str | Path, *, epoch: int) -> dict:
+    """The model a checkpoint folder holds, in memory, as the epoch chosen so far: every later
+    checkpoint carries it (``write_selected``), so a resumed run can still export it."""
+    from dfd.models import MODEL_JSON, WEIGHTS_H5
+
+    return {"epoch": epoch,
+            "files": {n: (Path(directory) / n).read_bytes() for n in (MODEL_JSON, WEIGHTS_H5)}}
+
+
+def write_selected(directory: str | Path, kept: dict) -> None:
+    """Put the chosen epoch's model into a checkpoint folder (its ``selected/``)."""
+    from dfd.models import SELECTED
+
+    folder = Path(directory) / SELECTED
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in kept["files"].items():
+        (folder / name).write_bytes(data)
+    (folder / "epoch.json").write_text(json.dumps({"epoch": kept["epoch"]}) + "\n")
+
+
+def read_selected(directory: str | Path) -> dict | None:
+    """What ``write_selected`` put into a checkpoint folder; None for a checkpoint without it."""
+    from dfd.models import SELECTED
+
+    folder = Path(directory) / SELECTED
+    if not (folder / "epoch.json").is_file():
+        return None
+    epoch = json.loads((folder / "epoch.json").read_text())["epoch"]
+    return keep_selected(folder, epoch=epoch)
+
+
+def export_selected(directory: str | Path, run_dir: str, cfg: TrainConfig,
+                    history: list[dict]) -> dict:
+    """Export the chosen epoch's model from the final checkpoint folder to <run>/model and say
+    which epoch it is and why in <run>/selection.json; that record."""
+    from dfd.models import SELECTED, TRAINER_JSON
+
+    kept = read_selected(directory)
+    if kept is None:  # a checkpoint written before model selection: its own, last, model
+        export_model(directory, run_dir)
+        exported = json.loads((Path(directory) / TRAINER_JSON).read_text())["epoch"]
+    else:
+        export_model(Path(directory) / SELECTED, run_dir)
+        exported = kept["epoch"]
+    record = model_selection.selection_record(cfg, history, exported_epoch=exported)
+    storage.write_bytes(rundir.selection_path(run_dir),
+                        (json.dumps(record, indent=1) + "\n").encode())
+    return record

@@ -9,22 +9,30 @@ MultiWorkerMirroredStrategy. Each worker reads its own equal share of the Parque
 checkpoint (``FailureConfig``), and running the same command again on the same run dir continues
 from there too. The run dir ends up holding (``dfd.run_dir`` names every file):
 
-    <run>/model/               the final model (dfd.models.load_model reads it)
-    <run>/history.json         one dict per epoch: loss, accuracy, precision, recall, auc, val_*
+    <run>/model/               the chosen epoch's model (dfd.models.load_model reads it)
+    <run>/selection.json       which epoch that is (--select: lowest val_loss by default,
+                               highest val_auc, or the last) and whether training stopped early
+    <run>/history.json         one dict per epoch: loss, accuracy, precision, recall, auc, val_*,
+                               lr (the epoch's learning rate), steps, replicas
     <run>/config.json          TrainConfig, the data URI and the data manifest's hash
     <run>/attempts.json        each (re)start of the worker group and the epoch it started at
     <run>/tensorboard/         TensorBoard scalars (train/ and validation/)
     <run>/plots/*.png          the paper's Figs. 3 and 4 (and the loss)
     <run>/ray/                 Ray Train's checkpoints
 
-Only the Ray mechanism lives here; the checks, the run's records and the input pipeline are
-Ray-free (``dfd.training_run``, ``dfd.train_input``).
+Every checkpoint also carries the chosen epoch's model (``selected/``), and the learning-rate
+schedule and early stopping are functions of the history it holds (``dfd.model_selection``), so
+a resumed run exports, schedules and stops as it would have without the restart.
+
+Only the Ray mechanism lives here; the checks, the run's records, model selection and the input
+pipeline are Ray-free (``dfd.training_run``, ``dfd.model_selection``, ``dfd.train_input``).
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import logging
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -32,16 +40,21 @@ from pathlib import Path
 import ray
 import ray.train
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.collective import broadcast_from_rank_zero
 from ray.train.tensorflow import TensorflowTrainer
 
 from dfd import config as dfd_config
-from dfd import manifest, models, storage, train_input, training_run
+from dfd import manifest, model_selection, models, storage, train_input, training_run
 from dfd import run_dir as rundir
 from dfd.config import TrainConfig
 from dfd.errors import DfdError
 from ray_jobs import local_ray
 
 log = logging.getLogger(__name__)
+
+# Test-only: this many logical CPUs per worker, each one replica, so that the multi-replica
+# batch arithmetic a worker with several GPUs runs also runs on a CPU-only machine.
+CPU_REPLICAS_ENV = "DFD_CPU_REPLICAS_PER_WORKER"
 
 
 # ---- on each worker ----------------------------------------------------------------------------
@@ -68,8 +81,11 @@ def setup_worker(cfg: TrainConfig) -> Worker:
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(max(2, threads))
     for gpu in tf.config.list_physical_devices("GPU"):
-        # Workers sharing a GPU (--gpus-per-worker 0.5) must not each reserve all its memory.
+        # A worker on one GPU (--workers 1 --gpus-per-worker 0.5) must not reserve all of it.
         tf.config.experimental.set_memory_growth(gpu, True)
+    cpu_replicas = int(os.environ.get(CPU_REPLICAS_ENV, "0"))
+    if cpu_replicas > 1:
+        _replicate_on_cpus(cpu_replicas)
     keras.utils.set_random_seed(cfg.seed)
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     world = ctx.get_world_size()
@@ -80,18 +96,42 @@ def setup_worker(cfg: TrainConfig) -> Worker:
                   worker_batch=replica_batch * (strategy.num_replicas_in_sync // world))
 
 
+def _replicate_on_cpus(replicas: int) -> None:
+    """Split this worker's CPU into ``replicas`` logical devices and have
+    MultiWorkerMirroredStrategy mirror onto them as it does onto a worker's GPUs (on CPUs it
+    always takes one device per worker). Only the strategy's choice of local devices changes:
+    the collectives, the per-replica batches and the input distribution are TF's own."""
+    import tensorflow as tf
+    from tensorflow.python.distribute import collective_all_reduce_strategy as collective
+
+    [cpu] = tf.config.list_physical_devices("CPU")
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * replicas)
+    extended = collective.CollectiveAllReduceExtended
+    one_per_worker = extended._initialize_local_devices
+
+    def local_devices(self, cluster_resolver, worker_device):
+        devices, kind = one_per_worker(self, cluster_resolver, worker_device)
+        if kind != "CPU":
+            return devices, kind
+        return tuple(f"{worker_device}/device:CPU:{i}" for i in range(replicas)), kind
+
+    extended._initialize_local_devices = local_devices
+
+
 def build_model(cfg: TrainConfig, worker: Worker):
     """The compiled model, restored from Ray's last checkpoint if there is one; returns
-    (model, first epoch to train, history so far)."""
+    (model, first epoch to train, history so far, the chosen epoch's model kept so far)."""
     with worker.strategy.scope():
         model = models.build_model(cfg.model, **training_run.model_options(cfg))
         models.compile_classifier(model, learning_rate=cfg.learning_rate)
     checkpoint = ray.train.get_checkpoint()
     if not checkpoint:
-        return model, 0, []
+        return model, 0, [], None
     with checkpoint.as_directory() as directory, worker.strategy.scope():
         state = models.restore_training_state(model, directory)
-    return model, state["epoch"] + 1, state["history"]
+        kept = training_run.read_selected(directory)
+    return model, state["epoch"] + 1, state["history"], kept
 
 
 def build_dataset(index: train_input.FaceIndex, rows, weights, worker: Worker, *,
@@ -120,13 +160,18 @@ def evaluate(model, dataset, *, steps: int) -> tuple[dict, float]:
 
 
 def report_epoch(model, cfg: TrainConfig, worker: Worker, record: dict, history: list[dict],
-                 *, run_dir: str, tensorboard: training_run.TensorBoardLog | None) -> None:
-    """Report the epoch's metrics with a checkpoint to Ray; rank 0 then writes the side files."""
+                 kept: dict | None, *, run_dir: str,
+                 tensorboard: training_run.TensorBoardLog | None) -> dict:
+    """Report the epoch's metrics with a checkpoint to Ray; rank 0 then writes the side files.
+    Returns the chosen epoch's model as kept from now on (this epoch's, if it is chosen)."""
     with tempfile.TemporaryDirectory(prefix="dfd-ckpt-") as directory:
         # Every worker writes (reading some variables is collective); rank 0's is kept.
         models.save_training_state(model, directory, name=cfg.model,
                                    options=training_run.model_options(cfg),
                                    trainer={"epoch": record["epoch"], "history": history})
+        if kept is None or model_selection.selected_epoch(cfg, history) == record["epoch"]:
+            kept = training_run.keep_selected(directory, epoch=record["epoch"])
+        training_run.write_selected(directory, kept)
         ray.train.report(record, checkpoint=Checkpoint.from_directory(directory)
                          if worker.rank == 0 else None)
     if worker.rank == 0:
@@ -135,6 +180,7 @@ def report_epoch(model, cfg: TrainConfig, worker: Worker, record: dict, history:
         ray.train.get_all_reported_checkpoints()
         training_run.write_history(run_dir, history)
         tensorboard.write(record)
+    return kept
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
@@ -144,7 +190,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     val_index: train_input.FaceIndex = loop_config["validation_index"]
     run_dir = loop_config["run_dir"]
     worker = setup_worker(cfg)
-    model, start_epoch, history = build_model(cfg, worker)
+    model, start_epoch, history, kept = build_model(cfg, worker)
     if worker.rank == 0:
         training_run.record_attempt(run_dir, start_epoch=start_epoch, world=worker.world)
 
@@ -155,11 +201,16 @@ def train_loop_per_worker(loop_config: dict) -> None:
     # Validation is one fixed selection (balanced like the first epoch), the same every epoch.
     val_rows, val_weights = train_input.worker_rows(
         val_index, train_input.epoch_rows(val_index, epoch=0, rebalance=cfg.rebalance),
-        rank=worker.rank, world=worker.world, epoch=0, seed=cfg.seed, shuffle=False, pad=True)
-    val_steps = -(-len(val_rows) // worker.worker_batch)
+        rank=worker.rank, world=worker.world, epoch=0, seed=cfg.seed, shuffle=False, pad=True,
+        multiple=worker.worker_batch)
+    val_steps = len(val_rows) // worker.worker_batch
     tensorboard = training_run.TensorBoardLog(run_dir) if worker.rank == 0 else None
     try:
         for epoch in range(start_epoch, cfg.epochs):
+            if model_selection.early_stop(cfg, history):
+                break
+            rate = model_selection.learning_rate(cfg, epoch, history)
+            model.optimizer.learning_rate.assign(rate)
             rows, weights = train_input.worker_rows(
                 train_index,
                 train_input.epoch_rows(train_index, epoch=epoch, rebalance=cfg.rebalance),
@@ -173,12 +224,17 @@ def train_loop_per_worker(loop_config: dict) -> None:
             val_logs, val_seconds = evaluate(
                 model, build_dataset(val_index, val_rows, val_weights, worker, training=False),
                 steps=val_steps)
-            record = training_run.epoch_record(epoch, train_logs, val_logs, seconds=seconds,
-                                               images=steps * cfg.batch_size,
-                                               val_seconds=val_seconds)
+            # The schedule, selection and early stopping read these: every worker must read
+            # rank 0's, or the workers' learning rates could part.
+            val_logs = broadcast_from_rank_zero(
+                {k: float(v) for k, v in val_logs.items()} if worker.rank == 0 else None)
+            record = training_run.epoch_record(
+                epoch, train_logs, val_logs, seconds=seconds, images=steps * cfg.batch_size,
+                val_seconds=val_seconds, learning_rate=rate, steps=steps,
+                replicas=worker.strategy.num_replicas_in_sync)
             history = [h for h in history if h["epoch"] < epoch] + [record]
-            report_epoch(model, cfg, worker, record, history, run_dir=run_dir,
-                         tensorboard=tensorboard)
+            kept = report_epoch(model, cfg, worker, record, history, kept, run_dir=run_dir,
+                                tensorboard=tensorboard)
     finally:
         if tensorboard is not None:
             tensorboard.close()
@@ -205,6 +261,16 @@ def init_ray(address: str | None, cfg: TrainConfig) -> bool:
     return True
 
 
+def _ray_storage(run_dir: str) -> dict:
+    """Ray Train's storage arguments for run_dir: a bucket goes with dfd.storage's filesystem,
+    which follows the standard variables (Ray's own would send gs:// to the real GCS under
+    STORAGE_EMULATOR_HOST)."""
+    if storage.is_local(run_dir):
+        return {"storage_path": run_dir}
+    fs, path = storage.resolve(run_dir)
+    return {"storage_path": path, "storage_filesystem": fs}
+
+
 def _root_cause(exc: BaseException) -> str:
     """The last 'SomeError: message' line of a worker's traceback, for a one-line error."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
@@ -228,10 +294,12 @@ def fit(run_dir: str, cfg: TrainConfig, train_index: train_input.FaceIndex,
             scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=use_gpu,
                                          resources_per_worker=resources),
             run_config=RunConfig(
-                name=rundir.RAY, storage_path=run_dir,
+                name=rundir.RAY, **_ray_storage(run_dir),
                 failure_config=FailureConfig(max_failures=cfg.max_failures),
                 checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep),
-                worker_runtime_env={"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2"}}))
+                worker_runtime_env={"env_vars": {
+                    "TF_CPP_MIN_LOG_LEVEL": "2",
+                    CPU_REPLICAS_ENV: os.environ.get(CPU_REPLICAS_ENV, "0")}}))
         try:
             result = trainer.fit()
         except ray.train.TrainingFailedError as exc:
@@ -262,10 +330,11 @@ def run(data: str, run_dir: str, cfg: TrainConfig, *, address: str | None = None
 
     checkpoint = fit(run_dir, cfg, train_index, val_index, address=address)
     with checkpoint.as_directory() as directory:
-        training_run.export_model(directory, run_dir)
         history = json.loads((Path(directory) / models.TRAINER_JSON).read_text())["history"]
+        selection = training_run.export_selected(directory, run_dir, cfg, history)
     training_run.write_history(run_dir, history)
     plots = training_run.write_plots(run_dir, history)
+    log.info("exported epoch %d: %s", selection["epoch"], selection["reason"])
     return {"run_dir": run_dir, "model_dir": rundir.model_dir(run_dir),
             "epochs": len(history), "final": history[-1], "plots": plots,
-            "attempts": training_run.read_attempts(run_dir)}
+            "selection": selection, "attempts": training_run.read_attempts(run_dir)}

@@ -1,8 +1,10 @@
 """Training input (index, re-balancing, worker shares, tf.data) and the Ray Train job end to end."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import shutil
 import signal
 import threading
 from pathlib import Path
@@ -127,6 +129,12 @@ def test_validation_shares_cover_every_record_once_with_padding_weighted_zero(tr
     weighted = np.concatenate([s[0][s[1] == 1] for s in shares])
     assert sorted(weighted.tolist()) == rows.tolist()
     assert sum(int((s[1] == 0).sum()) for s in shares) == -len(rows) % 4
+    # Padded to a multiple of a worker's batch, every step gives every replica a full batch.
+    shares = [train_input.worker_rows(train_index, rows, rank=r, world=4, epoch=0, seed=0,
+                                      shuffle=False, pad=True, multiple=6) for r in range(4)]
+    assert {len(s[0]) % 6 for s in shares} == {0} and len({len(s[0]) for s in shares}) == 1
+    weighted = np.concatenate([s[0][s[1] == 1] for s in shares])
+    assert sorted(weighted.tolist()) == rows.tolist()
 
 
 # ---- tf.data -----------------------------------------------------------------------------------
@@ -194,6 +202,64 @@ def test_settings_that_cannot_train_are_refused_before_starting(data):
         training_run.check_config(TrainConfig(augment="shear"))
     with pytest.raises(DfdError, match="too few for a global batch"):
         train_input.load_indexes(data[0], seed=0, workers=2, batch_size=512)
+    with pytest.raises(DfdError, match="unknown --select"):
+        training_run.check_config(TrainConfig(select="val_accuracy"))
+    with pytest.raises(DfdError, match="unknown --lr-schedule"):
+        training_run.check_config(TrainConfig(lr_schedule="step"))
+    # Workers sharing a GPU cannot all-reduce over NCCL; one worker on part of a GPU can train.
+    with pytest.raises(DfdError, match="^--gpus-per-worker 0.5 with 2 workers: workers sharing"):
+        training_run.check_config(TrainConfig(workers=2, gpus_per_worker=0.5))
+    training_run.check_config(TrainConfig(workers=1, gpus_per_worker=0.5, batch_size=8))
+
+
+# ---- model selection, learning-rate schedules, early stopping -----------------------------------
+
+def _history(val_loss, val_auc=None):
+    val_auc = val_auc or [0.5] * len(val_loss)
+    return [{"epoch": e, "val_loss": v, "val_auc": a}
+            for e, (v, a) in enumerate(zip(val_loss, val_auc))]
+
+
+def test_learning_rate_schedules_follow_their_formulas():
+    import math
+
+    from dfd.model_selection import learning_rate
+
+    history = _history([0.7, 0.6, 0.65, 0.62, 0.5, 0.55, 0.56, 0.57])
+    assert [learning_rate(TrainConfig(learning_rate=0.01), e, history) for e in range(8)] == \
+        [0.01] * 8
+    cosine = TrainConfig(learning_rate=0.01, epochs=8, lr_schedule="cosine")
+    assert [learning_rate(cosine, e, history) for e in range(8)] == pytest.approx(
+        [0.005 * (1 + math.cos(math.pi * e / 8)) for e in range(8)])
+    # Plateau: the rate halves after 2 epochs without a lower val_loss, counted again from
+    # each drop and from each new best.
+    plateau = TrainConfig(learning_rate=0.01, lr_schedule="plateau", plateau_patience=2,
+                          plateau_factor=0.5)
+    assert [learning_rate(plateau, e, history[:e]) for e in range(9)] == pytest.approx(
+        [0.01, 0.01, 0.01, 0.01, 0.005, 0.005, 0.005, 0.0025, 0.0025])
+    # Only the epochs before the asked one count, whatever the history holds after it.
+    assert learning_rate(plateau, 4, history) == pytest.approx(0.005)
+
+
+def test_selection_takes_the_best_epoch_or_the_last_and_early_stopping_counts_from_the_best():
+    from dfd import model_selection
+
+    history = _history([0.7, 0.5, 0.6, 0.5, 0.65], val_auc=[0.6, 0.9, 0.95, 0.95, 0.7])
+    assert model_selection.selected_epoch(TrainConfig(), history) == 1  # earliest of equals
+    assert model_selection.selected_epoch(TrainConfig(select="val_auc"), history) == 2
+    assert model_selection.selected_epoch(TrainConfig(select="last"), history) == 4
+    assert model_selection.early_stop(TrainConfig(), history) is None  # off by default
+    assert model_selection.early_stop(TrainConfig(early_stopping=4), history) is None
+    assert model_selection.early_stop(TrainConfig(early_stopping=3), history) == {
+        "after_epoch": 4, "patience": 3, "metric": "val_loss", "best_epoch": 1}
+    record = model_selection.selection_record(TrainConfig(epochs=10, early_stopping=3),
+                                              history, exported_epoch=1)
+    assert (record["epoch"], record["reason"]) == \
+        (1, "the lowest val_loss (0.5000) of epochs 0-4")
+    assert record["stopped_early"]["after_epoch"] == 4
+    # Running out of epochs is not stopping early.
+    assert model_selection.selection_record(TrainConfig(epochs=5, early_stopping=3), history,
+                                            exported_epoch=1)["stopped_early"] is None
 
 
 def test_tensorboard_log_holds_each_epochs_metrics_readable_by_tensorflow(tmp_path):
@@ -328,6 +394,40 @@ def metrics_auc(labels, scores) -> float:
     return float(metrics.roc_auc(np.asarray(labels), np.asarray(scores)))
 
 
+def checkpoint_of_epoch(run_dir: Path, epoch: int) -> Path:
+    """The Ray checkpoint folder written after ``epoch``."""
+    found = [c for c in (run_dir / "ray").glob("checkpoint_*") if c.is_dir()
+             and json.loads((c / "trainer.json").read_text())["epoch"] == epoch]
+    assert len(found) == 1, (epoch, found)
+    return found[0]
+
+
+def same_weights(model_dir_a: Path, model_dir_b: Path) -> bool:
+    from dfd import models
+
+    a = models.load_model(str(model_dir_a)).get_weights()
+    b = models.load_model(str(model_dir_b)).get_weights()
+    return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def check_schedule_and_selection(run_dir: Path, cfg: TrainConfig,
+                                 chosen_model: Path | None = None) -> dict:
+    """The recorded learning rates follow cfg's schedule over the recorded history, and
+    <run>/model is the chosen epoch's model (that epoch's checkpoint, or ``chosen_model``);
+    selection.json."""
+    from dfd import model_selection
+
+    history = json.loads((run_dir / "history.json").read_text())
+    assert [h["lr"] for h in history] == pytest.approx(
+        [model_selection.learning_rate(cfg, h["epoch"], history) for h in history])
+    selection = json.loads((run_dir / "selection.json").read_text())
+    assert selection["epoch"] == model_selection.selected_epoch(cfg, history)
+    assert selection["learning_rates"] == [h["lr"] for h in history]
+    assert same_weights(run_dir / "model",
+                        chosen_model or checkpoint_of_epoch(run_dir, selection["epoch"]))
+    return selection
+
+
 @pytest.mark.slow
 def test_two_workers_learn_and_a_killed_worker_costs_at_most_one_epoch(data, local_ray, tmp_path):
     from dfd import models
@@ -335,7 +435,9 @@ def test_two_workers_learn_and_a_killed_worker_costs_at_most_one_epoch(data, loc
 
     root, _ = data
     run_dir = tmp_path / "run"
-    cfg = TrainConfig(epochs=4, batch_size=8, workers=2, max_failures=2, seed=0)
+    # Every checkpoint kept, to compare the exported model with the chosen epoch's.
+    cfg = TrainConfig(epochs=4, batch_size=8, workers=2, max_failures=2, seed=0,
+                      lr_schedule="plateau", plateau_patience=1, checkpoints_to_keep=10)
     killer = WorkerKiller(run_dir, after_epochs=1)
     killer.start()
     try:
@@ -363,6 +465,12 @@ def test_two_workers_learn_and_a_killed_worker_costs_at_most_one_epoch(data, loc
     before = untrained_auc(root, cfg.seed)
     assert trained >= 0.8 and trained >= before + 0.25, (before, trained)
     assert summary["final"]["val_auc"] >= 0.8
+    # The exported model is the epoch of lowest val_loss, and the plateau schedule, replayed
+    # over the history of a run that was killed and resumed, gives the rates it trained with.
+    selection = check_schedule_and_selection(run_dir, cfg)
+    history = json.loads((run_dir / "history.json").read_text())
+    assert selection["epoch"] == min(history, key=lambda h: h["val_loss"])["epoch"]
+    assert summary["selection"] == selection and selection["stopped_early"] is None
 
     # Everything the inference job and the report read is in the run dir.
     assert {p.name for p in (run_dir / "plots").iterdir()} == {
@@ -376,13 +484,25 @@ def test_two_workers_learn_and_a_killed_worker_costs_at_most_one_epoch(data, loc
     # on one worker (the worker count may change between runs).
     from dfd.cli import main
 
+    exported_before = tmp_path / "exported-after-4-epochs"
+    shutil.copytree(run_dir / "model", exported_before)
     argv = ["train", "--data", root, "--run-dir", str(run_dir), "--epochs", "5",
-            "--batch-size", "8", "--workers", "1", "--max-failures", "2"]
+            "--batch-size", "8", "--workers", "1", "--max-failures", "2",
+            "--lr-schedule", "plateau", "--plateau-patience", "1"]
     assert main(argv) == 0
     attempts = json.loads((run_dir / "attempts.json").read_text())
     assert attempts[-1]["start_epoch"] == 4
     assert [h["epoch"] for h in json.loads((run_dir / "history.json").read_text())] == \
         list(range(5))
+    # The continued run chose among all five epochs. Its checkpoints carried the chosen
+    # epoch's weights: an earlier epoch is exported as it was before, even where Ray (keeping
+    # two checkpoints now) has deleted that epoch's own checkpoint.
+    history = json.loads((run_dir / "history.json").read_text())
+    best = min(history, key=lambda h: h["val_loss"])["epoch"]
+    again = check_schedule_and_selection(
+        run_dir, dataclasses.replace(cfg, epochs=5),
+        chosen_model=None if best == 4 else exported_before)
+    assert again["epoch"] == best and (best == 4 or best == selection["epoch"])
 
     # ... but not with settings of another experiment.
     assert main(argv[:-2] + ["--learning-rate", "0.01"]) == 1
@@ -397,3 +517,80 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
     assert err.startswith("dfd train: error:") and "no manifest.json" in err
     assert "\n" not in err
     assert not (tmp_path / "run").exists()  # nothing written for a run that cannot start
+
+
+@pytest.mark.slow
+def test_early_stopping_stops_records_it_and_exports_the_best_epoch(data, local_ray, tmp_path):
+    from ray_jobs import train
+
+    # A learning rate of 0 leaves the weights, and so validation AUC, exactly as they were:
+    # after epoch 0 nothing improves, and a patience of 1 stops after epoch 1 of 4.
+    run_dir = tmp_path / "run"
+    cfg = TrainConfig(epochs=4, batch_size=8, workers=1, learning_rate=0.0, select="val_auc",
+                      early_stopping=1, checkpoints_to_keep=10)
+    summary = train.run(data[0], str(run_dir), cfg)
+    history = json.loads((run_dir / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [0, 1]
+    selection = check_schedule_and_selection(run_dir, cfg)
+    assert selection["epoch"] == 0 and selection["metric"] == "val_auc"
+    assert selection["stopped_early"] == {"after_epoch": 1, "patience": 1, "metric": "val_auc",
+                                          "best_epoch": 0}
+    assert summary["epochs"] == 2 and summary["selection"] == selection
+
+
+# ---- several replicas per worker ---------------------------------------------------------------
+
+# One configuration trained with one replica per worker and with two: dropout off, so the two
+# differ only in how each step's global batch is split and summed.
+REPLICA_CFG = TrainConfig(epochs=2, batch_size=8, workers=2, dropout=0.0, seed=1, select="last",
+                          lr_schedule="cosine", checkpoints_to_keep=10)
+
+
+@pytest.fixture(scope="module")
+def one_replica_run(data, local_ray, tmp_path_factory) -> Path:
+    from ray_jobs import train
+
+    run_dir = tmp_path_factory.mktemp("one-replica") / "run"
+    train.run(data[0], str(run_dir), REPLICA_CFG)
+    return run_dir
+
+
+@pytest.mark.slow
+def test_select_last_exports_the_last_epoch_and_cosine_follows_its_formula(one_replica_run):
+    import math
+
+    selection = check_schedule_and_selection(one_replica_run, REPLICA_CFG)
+    assert selection["epoch"] == 1 and selection["reason"] == "the last epoch (1) of 2"
+    assert selection["learning_rates"] == pytest.approx(
+        [1e-3 * (1 + math.cos(math.pi * e / 2)) / 2 for e in range(2)])
+
+
+@pytest.mark.slow
+def test_two_replicas_per_worker_train_as_one_replica_per_worker(data, local_ray, tmp_path,
+                                                                 one_replica_run, monkeypatch):
+    from dfd import models
+    from ray_jobs import train
+
+    # Each of the 2 workers mirrors onto 2 logical CPUs, as a worker with 2 GPUs would.
+    monkeypatch.setenv(train.CPU_REPLICAS_ENV, "2")
+    run_dir = tmp_path / "run"
+    train.run(data[0], str(run_dir), REPLICA_CFG)
+    one = json.loads((one_replica_run / "history.json").read_text())
+    two = json.loads((run_dir / "history.json").read_text())
+    assert [h["replicas"] for h in one] == [2, 2] and [h["replicas"] for h in two] == [4, 4]
+    # The same global batch (train_images = steps x batch_size) and steps per epoch.
+    for key in ("epoch", "steps", "train_images", "lr"):
+        assert [h[key] for h in two] == [h[key] for h in one], key
+    # The same examples and gradients, summed in another order: the losses agree to rounding
+    # (measured: 1e-4), AUC closely; accuracy may flip a crop or two scored near 0.5.
+    tolerance = {"loss": 2e-3, "auc": 0.02, "accuracy": 0.05}
+    for name, abs_tol in tolerance.items():
+        for key in (name, f"val_{name}"):
+            for a, b in zip(one, two):
+                assert np.isfinite(b[key]) and b[key] == pytest.approx(a[key], abs=abs_tol), key
+    check_schedule_and_selection(run_dir, REPLICA_CFG)
+    records = list(records_by_key(data[0], "validation").values())
+    x = images.decode_crops([r["image"] for r in records])
+    scores = {run: models.load_model(str(run / "model"))(x, training=False).numpy()[:, 0]
+              for run in (one_replica_run, run_dir)}
+    np.testing.assert_allclose(scores[run_dir], scores[one_replica_run], atol=0.01)

@@ -21,9 +21,20 @@ def register(sub) -> None:
     _flags.add_fields(p, TrainConfig, ("model", "epochs", "batch_size", "learning_rate",
                                        "dropout", "augment", "workers", "gpus_per_worker",
                                        "cpus_per_worker", "rebalance", "pretrained",
-                                       "max_failures", "seed"),
+                                       "max_failures", "seed", "select", "lr_schedule",
+                                       "plateau_patience", "plateau_factor", "early_stopping"),
                       help={"batch_size": "global batch size, split over the workers",
-                            "workers": "Ray Train workers"})
+                            "workers": "Ray Train workers",
+                            "select": "which epoch's model to export: val_loss (lowest), "
+                                      "val_auc (highest) or last; selection.json says which",
+                            "lr_schedule": "learning-rate schedule: none, cosine (to 0 over "
+                                           "--epochs) or plateau (times --plateau-factor after "
+                                           "--plateau-patience epochs without improvement)",
+                            "plateau_patience": "plateau: epochs without a better validation "
+                                                "value before the rate drops",
+                            "plateau_factor": "plateau: what the rate is multiplied by",
+                            "early_stopping": "stop after this many epochs without a better "
+                                              "validation value (0: never)"})
     p.add_argument("--address", help="an existing Ray cluster (e.g. ray://head:10001 or auto)")
     p.set_defaults(func=run, log_dir="run_dir")
 
@@ -36,6 +47,8 @@ def run(args) -> int:
     final = summary["final"]
     print(json.dumps({"run_dir": summary["run_dir"], "model_dir": summary["model_dir"],
                       "epochs": summary["epochs"], "attempts": len(summary["attempts"]),
+                      "selected": {k: summary["selection"][k]
+                                   for k in ("epoch", "reason", "stopped_early")},
                       "final": {k: final[k] for k in ("loss", "accuracy", "auc", "val_loss",
                                                       "val_accuracy", "val_auc")}},
                      indent=2))
