@@ -138,14 +138,23 @@ def authorized_user_file(folder: Path) -> Path:
     return path
 
 
+# gcp-storage-emulator serves one request at a time (http.server.HTTPServer); pyarrow's GCS
+# client copies a folder over parallel connections and times out waiting (CURL error 28 on
+# GetObjectMetadata, seen restoring a Ray Train checkpoint). GCS serves requests concurrently,
+# so the emulator runs here with the threading variant of the same server.
+_THREADED_EMULATOR = (
+    "import http.server, sys; http.server.HTTPServer = http.server.ThreadingHTTPServer; "
+    "from gcp_storage_emulator.__main__ import main; sys.exit(main(sys.argv[1:]))")
+
+
 @contextlib.contextmanager
 def gcs_emulator(workdir: Path):
     """gcp-storage-emulator on 127.0.0.1, in memory; yields its Server."""
     port = free_port()
     log = workdir / "gcs-emulator.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen([str(BIN / "gcp-storage-emulator"), "start", "-H", "127.0.0.1",
-                                 "--port", str(port), "--in-memory", "-q"],
+        proc = subprocess.Popen([sys.executable, "-c", _THREADED_EMULATOR, "start", "-H",
+                                 "127.0.0.1", "--port", str(port), "--in-memory", "-q"],
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     endpoint = f"http://127.0.0.1:{port}"
     try:
