@@ -110,6 +110,12 @@ class InferConfig:
     # The score of a video the pipeline could not score (no face, unreadable, ...): every
     # labelled video counts, as Kaggle scored every test video.
     fallback_score: float = 0.5
+    # Temperature scaling of the model's video scores, fitted by `dfd calibrate` on the
+    # validation split (dfd.calibration): none | temperature.
+    calibration: str = "none"
+    # A video is called FAKE when its score exceeds this: a probability, or "validation" (the
+    # threshold of highest validation accuracy in the run's calibration.json).
+    threshold: str = "0.5"
 
 
 JOBS = {"synth": SynthConfig, "preprocess": PreprocessConfig, "train": TrainConfig,
@@ -228,6 +234,8 @@ PAPER_PROVENANCE: dict[str, dict[str, tuple[str, str]]] = {
                                  "video's crop scores is ours"),
         "fallback_score": (ASSUMED, "not in the paper; 0.5 is no evidence either way, as DFDC "
                                     "entrants scored videos they could not read"),
+        "calibration": (ASSUMED, "not in the paper, which reports the model's raw scores"),
+        "threshold": (ASSUMED, "not given; 0.5 is the usual call for a probability"),
     },
 }
 # Choices of the paper's setup fixed in code (dfd/models.py) rather than in a config field.

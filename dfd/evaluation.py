@@ -259,7 +259,8 @@ def crop_records(crops: Mapping[str, np.ndarray], p_fake: np.ndarray, *, model: 
 def evaluate_model(frames: Sequence[Mapping], *, model: str, rule: str,
                    rejected: Sequence[Mapping] = (), bad_crops: Sequence[Mapping] = (),
                    fallback_score: float = aggregate.FALLBACK_SCORE,
-                   listed: Mapping[int, Mapping] | None = None) -> tuple[list[dict], dict]:
+                   listed: Mapping[int, Mapping] | None = None,
+                   calibration=None) -> tuple[list[dict], dict]:
     """Video records and metrics of one model's frame records.
 
     Every video counts: the model scores the videos with crops; each ``rejected`` video (from
@@ -268,15 +269,23 @@ def evaluate_model(frames: Sequence[Mapping], *, model: str, rule: str,
     video. ``metrics.json["video"]`` is over all of them, ``["video_model_only"]`` over the
     model's alone, and ``["coverage"]`` counts them per part and overall; ``listed`` (the
     manifest's entries of the wholly selected parts) adds the videos listed and the fakes left
-    out by balancing."""
+    out by balancing. A ``dfd.calibration.Calibration`` maps the model's video scores and sets
+    the threshold of the calls (``metrics.json["calibration"]`` says how, and what it did)."""
     aggregate.get(rule)  # an unknown rule fails here, not after scoring
     columns = {k: [f[k] for f in frames] for k in ("video", "part", "label", "p_fake")}
     fallback = list(rejected) + [{**r, "reason": BAD_CROP_REASON} for r in bad_crops]
     videos = aggregate.video_records(columns, model=model, rule=rule, fallback=fallback,
                                      fallback_score=fallback_score)
-    evaluated = evaluate_predictions(columns, videos)
+    block, thresholds = None, {}
+    if calibration is not None:
+        videos, block = calibration.apply_to_videos(videos)
+        thresholds = {"threshold": calibration.threshold,
+                      "frame_threshold": calibration.raw_threshold}
+    evaluated = evaluate_predictions(columns, videos, **thresholds)
     evaluated["video_model_only"] = evaluate_predictions(
-        columns, [v for v in videos if v["scored_by"] == "model"])["video"]
+        columns, [v for v in videos if v["scored_by"] == "model"], **thresholds)["video"]
+    if block is not None:
+        evaluated["calibration"] = block
     evaluated["coverage"] = coverage(videos, listed=listed or {},
                                      fallback_score=fallback_score)
     return videos, evaluated
@@ -318,10 +327,19 @@ def listed_parts(data: str, selection: ShardSelection) -> dict[int, dict]:
 
 
 def evaluate_predictions(frames: Mapping[str, Sequence] | Sequence[Mapping],
-                         videos: Mapping[str, Sequence] | Sequence[Mapping]) -> dict:
-    """``metrics.evaluate`` over frame and video predictions, given as records or columns."""
+                         videos: Mapping[str, Sequence] | Sequence[Mapping], *,
+                         threshold: float = metrics.THRESHOLD,
+                         frame_threshold: float | None = None) -> dict:
+    """``metrics.evaluate`` over frame and video predictions, given as records or columns;
+    crops (uncalibrated) are called at ``frame_threshold``, the same call on their scale."""
     cols = ("label", "p_fake", "part")
-    return metrics.evaluate(_columns(frames, cols), _columns(videos, cols))
+    evaluated = metrics.evaluate(_columns(frames, cols), _columns(videos, cols),
+                                 threshold=threshold)
+    if frame_threshold is not None and frame_threshold != threshold:
+        f = metrics.labelled(_columns(frames, cols))
+        evaluated["frame"] = metrics.summarize(f["label"], f["p_fake"],
+                                               threshold=frame_threshold)
+    return evaluated
 
 
 def _columns(rows: Mapping[str, Sequence] | Sequence[Mapping],

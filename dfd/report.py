@@ -12,8 +12,9 @@ why": first how many videos the figures stand on (coverage), then the figures ov
 and over the model-scored ones alone, with 95 % bootstrap intervals, per part (each part is a
 folder the model may never have seen, flagged when too small to mean much), ROC curves, the
 confusion matrix, score histograms by label, the most confident mistakes with the crops that
-decided them, the training curves of the run, and the aggregation rules side by side on the
-same crops. A metrics.json of an older run, without coverage or intervals, still renders.
+decided them, the training curves of the run, the aggregation rules side by side on the
+same crops, and, for calibrated scores, log loss and reliability before and after. A
+metrics.json of an older run, without coverage or intervals, still renders.
 """
 from __future__ import annotations
 
@@ -543,6 +544,43 @@ def _render_unlabelled(frames: Mapping[str, Any], videos: Mapping[str, Any], out
     return path
 
 
+def reliability_figure(block: Mapping[str, Any]) -> bytes:
+    """The reliability diagram of ``metrics.json["calibration"]``: per score bin, the share of
+    FAKE videos against the mean score, before and after calibration."""
+    fig = _figure(5.0, 4.0)
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], color="gray", lw=1, ls="--", label="calibrated")
+    for when, marker in (("before", "o"), ("after", "s")):
+        bins = [b for b in block["reliability"][when] if b["n"]]
+        ax.plot([b["mean_p_fake"] for b in bins], [b["fake_rate"] for b in bins],
+                marker=marker, label=f"{when} (log loss {block['log_loss'][when]:.3f})")
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean p(FAKE) in the bin",
+           ylabel="share of FAKE videos", title="reliability (videos scored by the model)")
+    ax.legend(loc="upper left", fontsize=8)
+    return _png(fig)
+
+
+def calibration_section(evaluated: Mapping[str, Any], out: Path) -> list[str]:
+    """The report's calibration section (``dfd.calibration``), when metrics.json has one:
+    log loss and a reliability diagram before and after, and the threshold of the calls."""
+    block = evaluated.get("calibration")
+    if not block:
+        return []
+    text = (f"<p class=note>Method: <b>{html.escape(block['method'])}</b> (temperature "
+            f"{block['temperature']:.3f}, fitted on the validation split by `dfd calibrate`), "
+            f"applied to {html.escape(block['applies_to'])}. A call is FAKE when p(FAKE) &gt; "
+            f"{block['threshold']:.4g} ({html.escape(block['threshold_source'])}).</p>")
+    if not block.get("log_loss"):
+        return ["<h2>Calibration</h2>", text]
+    (out / "reliability.png").write_bytes(reliability_figure(block))
+    rows = "".join(f"<tr><td>{when}</td><td>{block['log_loss'][when]:.4f}</td></tr>"
+                   for when in ("before", "after"))
+    return ["<h2>Calibration</h2>", text,
+            f"<table><tr><th>video log loss ({block['videos']} videos scored by "
+            f"the model)</th><th>nats</th></tr>{rows}</table>",
+            _img((out / "reliability.png").read_bytes(), "reliability diagram")]
+
+
 def render_report(predictions_dir: str | Path, out_dir: str | Path, *,
                   run_dir: str | Path | None = None) -> Path:
     """Write ``report.html``, its PNGs and a Kaggle ``submission.csv`` of the video scores
@@ -560,8 +598,9 @@ def render_report(predictions_dir: str | Path, out_dir: str | Path, *,
     rules = compare_aggregations(frames, videos)
     figures = {
         "roc.png": roc_figure(levels),
-        "confusion.png": confusion_figure(evaluated["video"]["confusion_matrix"],
-                                          "videos (threshold 0.5)"),
+        "confusion.png": confusion_figure(
+            evaluated["video"]["confusion_matrix"],
+            f"videos (threshold {evaluated['video'].get('threshold', metrics.THRESHOLD):g})"),
         "scores.png": histogram_figure(levels),
         "aggregation.png": aggregation_figure(rules),
     }
@@ -596,7 +635,8 @@ def render_report(predictions_dir: str | Path, out_dir: str | Path, *,
         coverage_section(evaluated),
         "<h2>Overall</h2>",
         _table(overall, "level", small=True, digits=video_digits),
-        f"<p class=note>A call is FAKE when p(FAKE) &gt; {metrics.THRESHOLD}. Log loss is in "
+        f"<p class=note>A call is FAKE when p(FAKE) &gt; "
+        f"{evaluated['video'].get('threshold', metrics.THRESHOLD):g}. Log loss is in "
         f"nats with probabilities clipped to [{eps:g}, 1 − {eps:g}]; chance_log_loss is what "
         f"always answering the label mix would score (0.693 on a balanced set, 0.441 on "
         f"DFDC's natural 1:5.2 mix), so compare log loss with it, not with zero.</p>",
@@ -620,6 +660,7 @@ def render_report(predictions_dir: str | Path, out_dir: str | Path, *,
         "differences between rules smaller than those intervals may be noise.</p>",
         _table([(r["rule"], r) for r in rules], "rule", digits=video_digits),
         _img(figures["aggregation.png"], "aggregation rules"),
+        *calibration_section(evaluated, out),
     ]
     if history:
         sections += ["<h2>Training curves</h2>", _img(figures["training.png"], "training")]

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import ray
 
-from dfd import aggregate, evaluation, storage
+from dfd import aggregate, calibration, evaluation, storage
 from dfd.config import InferConfig
 from dfd.predict import load_model_files, read_model_files, score_crops
 from ray_jobs import local_ray
@@ -134,6 +134,8 @@ def run_inference(data: str, run_dir: str, out: str, *, parts: set[int] | None =
                   address: str | None = None, write_report: bool = True) -> dict:
     """Score the selected shards, write predictions, metrics and report; return the metrics."""
     aggregate.get(cfg.aggregation)  # an unknown rule fails before Ray starts
+    calibrated = calibration.resolve(run_dir, method=cfg.calibration, threshold=cfg.threshold,
+                                     aggregation=cfg.aggregation)
     selection = evaluation.select_shards(data, parts=parts, split=split)
     model_files, name = read_model_files(run_dir)
     rejected = evaluation.rejected_videos(data, selection)
@@ -154,7 +156,8 @@ def run_inference(data: str, run_dir: str, out: str, *, parts: set[int] | None =
              len(frames) / seconds if seconds else 0.0)
     videos, evaluated = evaluation.evaluate_model(
         frames, model=name, rule=cfg.aggregation, rejected=rejected, bad_crops=bad_crops,
-        fallback_score=cfg.fallback_score, listed=evaluation.listed_parts(data, selection))
+        fallback_score=cfg.fallback_score, listed=evaluation.listed_parts(data, selection),
+        calibration=None if calibrated.is_default else calibrated)
     evaluated["run"] = {"model": name, "run_dir": str(run_dir), "data": str(data),
                         "parts": selection.parts, "split": split,
                         "aggregation": cfg.aggregation, "actors": cfg.actors,

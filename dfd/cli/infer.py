@@ -22,9 +22,14 @@ def register(sub) -> None:
     p.add_argument("--split", choices=["train", "validation", "test"],
                    help="only this split (default: test when --parts is not given)")
     _flags.add_preset(p)
-    _flags.add_fields(p, InferConfig, ("aggregation", "fallback_score", "batch_size", "actors",
-                                       "gpus_per_actor", "cpus_per_actor"),
-                      help={"batch_size": "crops per model call"})
+    _flags.add_fields(p, InferConfig, ("aggregation", "fallback_score", "calibration",
+                                       "threshold", "batch_size", "actors", "gpus_per_actor",
+                                       "cpus_per_actor"),
+                      help={"batch_size": "crops per model call",
+                            "calibration": "none, or temperature: the run's calibration.json "
+                                           "(from `dfd calibrate`) scales the video scores",
+                            "threshold": "call a video FAKE when its score exceeds this: a "
+                                         "probability, or 'validation' (calibration.json's)"})
     p.add_argument("--no-report", dest="report", action="store_false",
                    help="write predictions and metrics only")
     p.add_argument("--address", help="an existing Ray cluster (e.g. ray://head:10001 or auto)")
@@ -42,8 +47,14 @@ def run(args) -> int:
                                     split=split, cfg=cfg, address=args.address,
                                     write_report=args.report)
     run_info = evaluated["run"]
+    calibrated = evaluated.get("calibration")
     print(f"model {run_info['model']}, parts {run_info['parts']}, split {split or 'all'}, "
-          f"aggregation {cfg.aggregation}")
+          f"aggregation {cfg.aggregation}, calibration {cfg.calibration}, FAKE when p > "
+          f"{evaluated['video']['threshold']:g}")
+    if calibrated and calibrated.get("log_loss"):
+        print(f"  calibration: temperature {calibrated['temperature']:.3f}, video log loss "
+              f"{calibrated['log_loss']['before']:.4f} before, "
+              f"{calibrated['log_loss']['after']:.4f} after")
     print(f"  coverage: {coverage_line(evaluated['coverage'])}")
     print(f"  frames  {metrics.format_summary(evaluated['frame'])}")
     print(f"  videos  {metrics.format_summary(evaluated['video'])}")

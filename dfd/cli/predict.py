@@ -6,7 +6,7 @@ import json
 import sys
 
 from dfd.cli import _flags
-from dfd.config import DEFAULT_PRESET, PRESETS, PreprocessConfig
+from dfd.config import DEFAULT_PRESET, PRESETS, InferConfig, PreprocessConfig
 
 # The preprocessing settings a flag can override.
 SETTINGS_FLAGS = ("frames_per_video", "sampling", "detector", "margin", "seed")
@@ -37,6 +37,12 @@ def register(sub) -> None:
     p.add_argument("--aggregation", default="mean",
                    help="video score from crop scores: mean (default), median, max, confident")
     p.add_argument("--batch-size", type=int, default=64, help="crops per model call")
+    _flags.add_fields(p, InferConfig, ("calibration", "threshold"),
+                      help={"calibration": "none, or temperature: the run's calibration.json "
+                                           "(from `dfd calibrate`) scales the video scores, "
+                                           "as `dfd infer` does",
+                            "threshold": "call a video FAKE when its score exceeds this: a "
+                                         "probability, or 'validation' (calibration.json's)"})
     p.add_argument("--preset", choices=sorted(PRESETS),
                    help=f"preprocessing preset to start from when the manifest records no "
                         f"settings (default: {DEFAULT_PRESET})")
@@ -63,16 +69,14 @@ def settings(args) -> tuple[object, str]:
     return cfg, source
 
 
-def _table(results: list[dict]) -> str:
-    from dfd import metrics
-
+def _table(results: list[dict], threshold: float) -> str:
     def label(v):
         return "-" if v is None else ("FAKE" if v else "REAL")
 
     width = max([len(r["video"]) for r in results] + [5])
     lines = [f"{'video':<{width}}  {'part':>4}  {'label':>5}  {'faces':>5}  {'p_fake':>6}  call"]
     for r in results:
-        call = "FAKE" if r["p_fake"] > metrics.THRESHOLD else "REAL"
+        call = "FAKE" if r["p_fake"] > threshold else "REAL"
         part = "-" if r["part"] is None else str(r["part"])
         lines.append(f"{r['video']:<{width}}  {part:>4}  {label(r['label']):>5}  "
                      f"{r['n_faces']:>5}  {r['p_fake']:>6.4f}  {call}"
@@ -81,11 +85,14 @@ def _table(results: list[dict]) -> str:
 
 
 def run(args) -> int:
-    from dfd import aggregate, predict, submission
+    from dfd import aggregate, calibration, predict, submission
     from dfd.errors import DfdError
     from dfd.faces import get_detector
 
     aggregate.get(args.aggregation)
+    calibrated = calibration.resolve(args.run_dir, method=args.calibration or "none",
+                                     threshold=args.threshold or "0.5",
+                                     aggregation=args.aggregation)
     files, name = predict.read_model_files(args.run_dir)
     cfg, source = settings(args)
     hashes = predict.data_config_hashes(args.run_dir)
@@ -105,25 +112,38 @@ def run(args) -> int:
         args.paths, model=predict.load_model_files(files), model_name=name, cfg=cfg,
         detector=get_detector(cfg.detector), rule=args.aggregation,
         batch_size=args.batch_size, crops=crops)
+    videos, block = [predict.video_prediction(r) for r in results], None
+    if not calibrated.is_default:
+        # The same mapping of the model's video scores as `dfd infer` applies.
+        videos, block = calibrated.apply_to_videos(videos)
+        results = [{**r, "p_fake": v["p_fake"]} for r, v in zip(results, videos)]
+        print(f"dfd predict: calibration {calibrated.method} (temperature "
+              f"{calibrated.temperature:.3f}), FAKE when p > {calibrated.threshold:g} "
+              f"({calibrated.threshold_source})", file=sys.stderr)
     for failure in failures:
         print(f"dfd predict: error: {failure.line()}", file=sys.stderr)
     if args.json:
         print(json.dumps({"model": name, "settings": dataclasses.asdict(cfg),
+                          "calibration": calibrated.method,
+                          "threshold": calibrated.threshold,
                           "videos": results,
                           "errors": [{"path": str(f.path), "reason": f.reason,
                                       "detail": f.detail} for f in failures]},
                          indent=2, default=list))
     elif results:
-        print(_table(results))
+        print(_table(results, calibrated.threshold))
     if args.csv:
         submission.write_submission({r["video"]: r["p_fake"] for r in results}, args.csv,
                                     template=template)
     if args.out:
         from dfd import evaluation
 
-        videos = [predict.video_prediction(r) for r in results]
-        evaluation.write_evaluation(args.out, crops, videos,
-                                    evaluation.evaluate_predictions(crops, videos))
+        evaluated = evaluation.evaluate_predictions(
+            crops, videos, threshold=calibrated.threshold,
+            frame_threshold=calibrated.raw_threshold)
+        if block is not None:
+            evaluated["calibration"] = block
+        evaluation.write_evaluation(args.out, crops, videos, evaluated)
         print(f"dfd predict: predictions of {len(videos)} video(s) in {args.out} "
               f"(dfd report --predictions {args.out} ...)", file=sys.stderr)
     return 1 if failures else 0
