@@ -214,3 +214,41 @@ def test_dfd_calibrate_fits_on_validation_and_dfd_infer_applies_it(tmp_path, cap
         assert v["p_fake"] == pytest.approx(
             calibration.apply_temperature([mean], fitted["temperature"])[0])
     assert "<h2>Calibration</h2>" in (out / "report" / "report.html").read_text()
+
+
+@pytest.mark.slow
+def test_dfd_predict_applies_the_calibration_as_dfd_infer_does(tmp_path, run_with_calibration):
+    import contextlib
+    import io
+
+    from dfd import config
+    from dfd.cli import main
+    from dfd.synth import generate
+
+    [part_dir] = generate(tmp_path / "raw", config.SynthConfig(
+        parts=1, first_part=4, originals=2, fakes_per_original=1, width=480, height=272,
+        frames=12, zipped=False, portrait_fraction=0.0, seed=1))
+
+    def predict(*flags):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            assert main(["predict", "--run-dir", str(run_with_calibration), str(part_dir),
+                         "--frames-per-video", "2", "--json", *flags]) == 0
+        return json.loads(out.getvalue())
+
+    raw = predict()
+    calibrated = predict("--calibration", "temperature", "--threshold", "validation",
+                         "--out", str(tmp_path / "eval"))
+    fitted = json.loads((run_with_calibration / "calibration.json").read_text())
+    assert (raw["calibration"], raw["threshold"]) == ("none", 0.5)
+    assert (calibrated["calibration"], calibrated["threshold"]) == \
+        ("temperature", fitted["threshold"]["temperature"])
+    before = {v["video"]: v for v in raw["videos"]}
+    assert len(before) == 4 and any(v["n_faces"] for v in raw["videos"])
+    for v in calibrated["videos"]:
+        p = before[v["video"]]["p_fake"]
+        assert v["p_fake"] == pytest.approx(
+            calibration.apply_temperature([p], fitted["temperature"])[0] if v["n_faces"] else p)
+    evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert evaluated["video"]["threshold"] == fitted["threshold"]["temperature"]
+    assert evaluated["calibration"]["temperature"] == fitted["temperature"]
