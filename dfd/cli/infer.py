@@ -49,8 +49,9 @@ def run(args) -> int:
     run_info = evaluated["run"]
     calibrated = evaluated.get("calibration")
     print(f"model {run_info['model']}, parts {run_info['parts']}, split {split or 'all'}, "
-          f"aggregation {cfg.aggregation}, calibration {cfg.calibration}, FAKE when p > "
-          f"{evaluated['video']['threshold']:g}")
+          f"aggregation {cfg.aggregation}")
+    print(f"  calls: FAKE when p(FAKE) > {evaluated['video']['threshold']:g}, calibration "
+          f"{cfg.calibration}")
     if calibrated and calibrated.get("log_loss"):
         print(f"  calibration: temperature {calibrated['temperature']:.3f}, video log loss "
               f"{calibrated['log_loss']['before']:.4f} before, "
