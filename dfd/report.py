@@ -549,7 +549,7 @@ def reliability_figure(block: Mapping[str, Any]) -> bytes:
     FAKE videos against the mean score, before and after calibration."""
     fig = _figure(5.0, 4.0)
     ax = fig.add_subplot()
-    ax.plot([0, 1], [0, 1], color="gray", lw=1, ls="--", label="calibrated")
+    ax.plot([0, 1], [0, 1], color="gray", lw=1, ls="--", label="perfect calibration")
     for when, marker in (("before", "o"), ("after", "s")):
         bins = [b for b in block["reliability"][when] if b["n"]]
         ax.plot([b["mean_p_fake"] for b in bins], [b["fake_rate"] for b in bins],
