@@ -33,12 +33,15 @@ import json, resource, sys, time
 from dfd.cli.preprocess import run_argv
 t = time.perf_counter()
 summary = run_argv(sys.argv[1:])
+committed = summary["committed"]
+def peak_rss_mb(who):
+    return resource.getrusage(who).ru_maxrss / 1024
 print(json.dumps({"seconds": time.perf_counter() - t,
-                  "worker_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
-                  "launcher_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "committed": [s["part"] for s in summary["committed"]],
-                  "records": sum(s["records"] for s in summary["committed"]),
-                  "videos_with_records": sum(s["videos_with_records"] for s in summary["committed"])}))
+                  "worker_peak_rss_mb": peak_rss_mb(resource.RUSAGE_CHILDREN),
+                  "launcher_peak_rss_mb": peak_rss_mb(resource.RUSAGE_SELF),
+                  "committed": [s["part"] for s in committed],
+                  "records": sum(s["records"] for s in committed),
+                  "videos_with_records": sum(s["videos_with_records"] for s in committed)}))
 """
 
 

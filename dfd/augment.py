@@ -7,7 +7,7 @@ the flip neutral.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 NONE = "none"
 ROTATION_DEGREES = 20.0  # the paper gives no range; 20 is ImageDataGenerator's usual example

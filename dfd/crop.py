@@ -3,7 +3,7 @@ size and encoded for the shards."""
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np

@@ -7,7 +7,7 @@ metric values, validation ones prefixed ``val_``.
 from __future__ import annotations
 
 import io
-from typing import Sequence
+from collections.abc import Sequence
 
 ACCURACY_FIGURE = "accuracy.png"  # the paper's Fig. 3
 METRICS_FIGURE = "auc_precision_recall.png"  # the paper's Fig. 4

@@ -5,7 +5,7 @@ Two decoders give the same array: ``decode_crops`` (OpenCV, for batch inference 
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np

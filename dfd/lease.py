@@ -58,7 +58,7 @@ DEFAULT_TTL_S = 600.0
 class LeaseHeld(DfdError):
     """Another live run holds the lease."""
 
-    def __init__(self, uri: str, record: "LeaseRecord"):
+    def __init__(self, uri: str, record: LeaseRecord):
         super().__init__(f"{uri} is leased by {record.describe()}")
         self.record = record
 
@@ -81,7 +81,7 @@ class LeaseRecord:
     expires: str
 
     @classmethod
-    def parse(cls, data: bytes) -> "LeaseRecord | None":
+    def parse(cls, data: bytes) -> LeaseRecord | None:
         try:
             raw = json.loads(data)
             return cls(**{f.name: raw[f.name] for f in dataclasses.fields(cls)})
@@ -115,7 +115,7 @@ class LeaseRecord:
 
 
 def _iso(t: float) -> str:
-    return dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat(timespec="milliseconds")
+    return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="milliseconds")
 
 
 class Lease:
@@ -220,7 +220,7 @@ class Lease:
             except Exception as exc:  # a flaky store: keep trying until the lease expires
                 log.warning("renewing the lease on %s failed: %s", self.uri, exc)
 
-    def __enter__(self) -> "Lease":
+    def __enter__(self) -> Lease:
         if self.record is None:
             self.acquire()
         self._thread = threading.Thread(target=self._renew_loop, name="dfd-lease",

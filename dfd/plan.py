@@ -10,8 +10,8 @@ parts; a name repeated in another part is taken for another video and kept once 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from dfd.dfdc import Entry, reject
 from dfd.splits import assign_split, choose_fakes, shard_of

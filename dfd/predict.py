@@ -11,8 +11,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 

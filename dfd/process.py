@@ -11,7 +11,8 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import Counter
-from typing import BinaryIO, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import BinaryIO
 
 import numpy as np
 

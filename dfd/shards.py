@@ -6,7 +6,8 @@ TFRecord through TensorFlow's file system layer.
 from __future__ import annotations
 
 import struct
-from typing import Any, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 import google_crc32c
 import pyarrow as pa

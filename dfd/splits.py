@@ -7,7 +7,7 @@ picks ``train`` or ``validation``.
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def stable_fraction(*keys: object) -> float:

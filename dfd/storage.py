@@ -21,8 +21,8 @@ import datetime as dt
 import errno
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pyarrow.fs as pafs
 

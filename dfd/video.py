@@ -13,7 +13,8 @@ import hashlib
 import io
 import os
 import time
-from typing import BinaryIO, Callable, Iterable, Iterator, Union
+from collections.abc import Callable, Iterable, Iterator
+from typing import BinaryIO
 
 import av
 import numpy as np
@@ -21,7 +22,7 @@ import numpy as np
 from dfd.config import Limits
 from dfd.errors import DfdError
 
-VideoSource = Union[str, os.PathLike, bytes, Callable[[], BinaryIO], BinaryIO]
+VideoSource = str | os.PathLike | bytes | Callable[[], BinaryIO] | BinaryIO
 """A path, the file's bytes, an opener returning a binary stream, or an open binary stream."""
 
 SAMPLING_POLICIES = ("random", "uniform")

@@ -187,7 +187,7 @@ def _manifest_entry(s: dict, spec: dict, config_hash: str) -> dict:
         "videos_with_records": s["videos_with_records"],
         "videos_rejected": s["videos_rejected"], "fakes_left_out": s["fakes_left_out"],
         "records": s["records"],
-        "committed_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "committed_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         # What the source's layout made doubtful (pipelines.sources), kept with the part.
         "warnings": "; ".join(spec.get("warnings") or ()) or None,
     }

@@ -3,7 +3,8 @@ encoders and decoders. TensorFlow is imported only by the functions that need it
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import pyarrow as pa
 
@@ -189,7 +190,10 @@ def decode_parsed(parsed: Mapping[str, Any], schema: RecordSchema) -> dict[str, 
             value = vals[0] if vals else None
         else:
             value = t.numpy()
-            value = value.tolist() if f.kind == "floats" else value.item() if hasattr(value, "item") else value
+            if f.kind == "floats":
+                value = value.tolist()
+            elif hasattr(value, "item"):
+                value = value.item()
         if isinstance(value, bytes) and f.kind == "str":
             value = value.decode()
         out[f.name] = value

@@ -39,7 +39,7 @@ def face_clip(name: str, *, frames: int = 12, face: str = "astronaut", seed: int
     return clip(name, frames, face=face, seed=seed, faststart=faststart).read_bytes()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def plain_clip(name: str, *, frames: int = 10, width: int = 160, height: int = 120,
                moving: bool = False) -> bytes:
     """A valid faceless clip. Still frames make a small file whatever its size or length;
@@ -74,12 +74,12 @@ def _box_path(data: bytes, path: tuple[bytes, ...]) -> list[tuple[int, int]]:
     stsd and avc1 have fixed fields before their children."""
     found, start, end = [], 0, len(data)
     for kind in path:
-        for k, off, size in _children(data, start, end):
-            if k == kind:
-                break
-        else:
+        box = next(((off, size) for k, off, size in _children(data, start, end) if k == kind),
+                   None)
+        if box is None:
             raise ValueError(f"no {kind!r} box")
-        found.append((off, size))
+        off, size = box
+        found.append(box)
         skip = {b"stsd": 16, b"avc1": 86}.get(kind, 8)  # full-box header / sample entry
         start, end = off + skip, off + size
     return found
@@ -277,7 +277,7 @@ def symlink(name: str, target: str) -> Member:
     return dataclasses.replace(member(name, target.encode(), deflate=False), symlink=True)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _zeros_deflated(mib: int) -> tuple[bytes, int]:
     """A raw deflate stream of mib MiB of zeros, and their CRC-32. After a full flush deflate
     starts afresh, so one compressed MiB repeats: building it costs a MiB, not a GiB."""

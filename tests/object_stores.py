@@ -90,7 +90,7 @@ def _wait_until_up(proc: subprocess.Popen, url: str, log: Path) -> None:
             return  # it answered
         except OSError:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{url} did not come up: {log.read_text()[-2000:]}")
+                raise RuntimeError(f"{url} did not come up: {log.read_text()[-2000:]}") from None
             time.sleep(0.2)
 
 
@@ -130,7 +130,7 @@ def authorized_user_file(folder: Path) -> Path:
     day, so that google-auth loads them without asking a token server (Beam's GCS client
     looks for credentials first and retries for about 20 s before going anonymous)."""
     path = folder / "application_default_credentials.json"
-    expiry = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)
+    expiry = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
     path.write_text(json.dumps({
         "type": "authorized_user", "client_id": "dfd-tests", "client_secret": "unused",
         "refresh_token": "unused", "token": "emulator-ignores-it",

@@ -430,7 +430,7 @@ def test_kustomization_names_only_files_that_exist(directory):
         assert (directory / rel).exists(), f"{directory.relative_to(REPO)}: {rel}"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _render(directory: Path) -> str:
     if shutil.which("kustomize"):
         command = ["kustomize", "build", str(directory)]
@@ -448,7 +448,7 @@ def render(directory: Path) -> list[dict]:
     return [d for d in yaml.safe_load_all(_render(directory)) if d]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def k8s_schemas(k8s_version: str):
     """Kubernetes' strict JSON schemas of the given minor version, as kubernetes-validate ships
     them offline: (their folder, the schema version chosen, a registry of the definitions)."""
@@ -463,7 +463,7 @@ def k8s_schemas(k8s_version: str):
     return folder, chosen, registry
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def validator_for(api_version: str, kind: str, k8s_version: str):
     """A strict validator of one kind (loaded once: kubernetes_validate.validate re-reads the
     1.3 MB definitions on every call). RayJob uses the schema in infra/kuberay/schema/, its pod

@@ -245,7 +245,7 @@ def test_s3_a_run_killed_between_staging_and_commit_ends_as_a_clean_run(s3, s3_r
 
 def stale_record(**changes) -> bytes:
     """A lease a crashed run on another node left, expired ten minutes ago."""
-    past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=20)
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=20)
     record = LeaseRecord(holder="0" * 32, host="crashed-node", pid=4242, purpose="sync",
                          acquired=past.isoformat(timespec="seconds"),
                          expires=(past + dt.timedelta(minutes=10)).isoformat(timespec="seconds"))
@@ -289,7 +289,7 @@ def test_s3_renewal_notices_a_takeover_and_release_leaves_the_taker_alone(s3):
     lease.acquire()
     lease.renew()
     assert read_lease(out).expires_at() > time.time() + 30
-    taker = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)
+    taker = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
     storage.write_bytes(f"{out}/{LEASE}", stale_record(expires=taker.isoformat()))
     with pytest.raises(Exception, match="now held by sync 00000000 on crashed-node"):
         lease.renew()
@@ -343,7 +343,7 @@ def test_s3_two_syncs_on_one_bucket_output_one_stops_with_one_line(s3, s3_run):
 
 def one_error_line(done: subprocess.CompletedProcess, command: str) -> str:
     assert done.returncode == 1, done.stderr[-3000:]
-    [line] = [l for l in done.stderr.splitlines() if l.startswith(f"dfd {command}: error: ")]
+    [line] = [x for x in done.stderr.splitlines() if x.startswith(f"dfd {command}: error: ")]
     assert line == done.stderr.strip().splitlines()[-1]
     return line.removeprefix(f"dfd {command}: error: ")
 

@@ -79,7 +79,8 @@ def test_predict_scores_equal_the_pipeline_paths_and_bad_files_get_one_line(pipe
     errors = [line for line in err.splitlines() if line.startswith("dfd predict: error:")]
     assert len(errors) == 2
     assert errors[0].startswith(f"dfd predict: error: {bad}: ")
-    assert errors[1] == f"dfd predict: error: {root / 'gone.mp4'}: not_found: no such file or folder"
+    gone = root / "gone.mp4"
+    assert errors[1] == f"dfd predict: error: {gone}: not_found: no such file or folder"
 
     report = json.loads(out)
     by_name = {v["video"]: v for v in report["videos"]}

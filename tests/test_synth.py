@@ -61,7 +61,7 @@ def test_parts_have_the_dfdc_layout(synth_root, parts):
     assert sorted(p.name for p in synth_root.iterdir()) == [
         "dfdc_train_part_00.zip", "dfdc_train_part_01.zip"]
     names_seen = set()
-    for part, files in parts.items():
+    for files in parts.values():
         meta = json.loads(files["metadata.json"])
         truth = json.loads(files[TRUTH_FILE])
         videos = {n for n in files if n.endswith(".mp4")}

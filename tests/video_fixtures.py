@@ -10,8 +10,8 @@ import functools
 import io
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import av
 import cv2
@@ -91,7 +91,7 @@ def _face_origin(i: int, width: int, height: int, side: int) -> tuple[int, int]:
     return int(span_x * (0.3 + 0.2 * np.sin(i / 7))), int(span_y * 0.5)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def clip(name: str, n: int = 30, *, width: int = 320, height: int = 240,
          face: str = "astronaut", face_from: int = 0, rotation: int = 0,
          faststart: bool = False, seed: int = 0) -> Path:
@@ -101,7 +101,7 @@ def clip(name: str, n: int = 30, *, width: int = 320, height: int = 240,
     return write_clip(_ROOT / name, frames, rotation=rotation, faststart=faststart)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def noise_clip(name: str = "noise.mp4", n: int = 20, width: int = 320,
                height: int = 240) -> Path:
     """A clip with no face in it."""
@@ -124,7 +124,7 @@ def as_stream(path: Path) -> io.BytesIO:
     return io.BytesIO(path.read_bytes())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def synth_part(originals: int = 2, fakes_per_original: int = 1, frames: int = 16,
                width: int = 480, height: int = 272, portrait_fraction: float = 0.5,
                seed: int = 0) -> Path:

@@ -3,7 +3,8 @@ boxes back, the multi-face policy, lazy weights and pickling."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np

@@ -9,7 +9,7 @@ import numpy as np
 from dfd.faces.detector import Detector, RawDetections
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_model():
     """The three-stage MTCNN (proposal, refinement, output with landmarks), once per process."""
     from mtcnn import MTCNN

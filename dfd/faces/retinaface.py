@@ -44,7 +44,7 @@ def graph_path() -> Path:
     return path
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _imported_graph():
     import tensorflow as tf
 
@@ -54,7 +54,7 @@ def _imported_graph():
                                       [])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_graph(outputs: tuple[str, ...] = HEADS):
     """The frozen graph as a function from a float32 NHWC batch to the named tensors as numpy
     arrays; the graph is imported once per process."""

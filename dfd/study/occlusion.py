@@ -15,7 +15,7 @@ is set to mid-grey, the usual occluder of occlusion-sensitivity maps (Zeiler & F
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -3,7 +3,7 @@ occlusion-sensitivity maps."""
 from __future__ import annotations
 
 import io
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 

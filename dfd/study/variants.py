@@ -6,7 +6,8 @@ shared by all variants of a study, so a difference in the table is the variant's
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from dfd.errors import DfdError
 

@@ -44,8 +44,8 @@ def read_flags(path: str, env: Mapping[str, str] | None = None) -> list[str]:
         # The shell splits an unquoted $flags on whitespace and globs *, ? and [: such a flag
         # would arrive in pieces or as file names.
         if any(ch.isspace() or ch in "*?[" for ch in line):
-            raise FlagFileError(
-                f"{path}:{number}: whitespace or *?[ in a flag would not survive the shell: {line!r}")
+            raise FlagFileError(f"{path}:{number}: whitespace or *?[ in a flag would not "
+                                f"survive the shell: {line!r}")
         if not line.startswith("--"):
             raise FlagFileError(f"{path}:{number}: not a --flag: {line!r}")
         missing.update(name for name in PLACEHOLDER.findall(line) if not env.get(name))
