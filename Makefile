@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench clean-venv
+.PHONY: demo lint test test-fast bench clean-venv
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,10 +17,16 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(VENV)/bin/dfd demo
 
-test: $(STAMP)
+# Lint first: a finding stops the run before any test starts (`ruff check --fix .` mends most).
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+# The whole suite, as CI runs it (.ci/run).
+test: lint
 	$(PY) -m pytest -q
 
-test-fast: $(STAMP)
+# Everything but the tests marked slow (Beam pipelines, Ray, training): the loop while editing.
+test-fast: lint
 	$(PY) -m pytest -q -m "not slow"
 
 bench: $(STAMP)
