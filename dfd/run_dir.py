@@ -15,7 +15,8 @@
     <run>/study-run.json       written by `dfd study` once it has a run's final history
     <run>/eval/<name>/         `dfd study`'s evaluations of the run, one folder each
     <run>/dfd-train.log        the libraries' output during `dfd train` (named by dfd.cli.logs,
-                               as in every command's folder)
+                               as in every command's folder; `dfd calibrate` writes
+                               dfd-calibrate.log beside it)
 
 Like ``dfd.output_tree`` (whose ``join`` it uses), names are joined with '/' so that they work
 for local paths and gs:// or s3:// URIs, and every piece below the run dir is checked to stay
