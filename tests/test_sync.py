@@ -426,12 +426,17 @@ def test_renewal_extends_the_lease_and_notices_a_takeover(tmp_path):
         lease.check()
         # someone else took it (e.g. this process stalled past the TTL), replacing the file in
         # one step as a lease store does: the renewer never reads a half-written record
-        taken = tmp_path / "taken.json"
-        taken.write_bytes(stale_record(expires=(
-            dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat()))
-        os.replace(taken, tmp_path / "out" / LEASE)
+        record = stale_record(expires=(
+            dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat())
         deadline = time.monotonic() + 5
         while lease.lost is None and time.monotonic() < deadline:
+            if read_lease(out).host != "crashed-node":
+                # Taken again: a renewal that had checked the file before it was replaced
+                # can still land after it (a real taker waits for the store's lock; this one
+                # writes past it).
+                taken = tmp_path / "taken.json"
+                taken.write_bytes(record)
+                os.replace(taken, tmp_path / "out" / LEASE)
             time.sleep(0.02)
         with pytest.raises(LeaseLost, match="now held by sync 00000000 on crashed-node"):
             lease.check()
