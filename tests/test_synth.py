@@ -18,6 +18,8 @@ from dfd import config
 from dfd.errors import DfdError
 from dfd.synth import TRUTH_FILE, generate
 
+pytestmark = pytest.mark.slow  # renders and encodes whole synthetic sets
+
 # Two parts of six originals with two fakes each at the demo's frame size; half the clips turned
 # to portrait so both orientations are covered.
 CFG = config.override(config.preset("synth", "smoke"), parts=2, originals=6, frames=12,
