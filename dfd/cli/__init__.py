@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Arguments a command writes under (and `dfd train`'s --run-dir); any other gs:// or s3://
+# Arguments a command writes under (and the --run-dir of `dfd train` and `dfd calibrate`); any
+# other gs:// or s3://
 # argument is only read.
 _WRITTEN = frozenset({"output", "out", "staging", "report_dir", "runs"})
 
@@ -51,7 +52,7 @@ def _check_buckets(args) -> None:
         return
     from dfd import storage
 
-    written = _WRITTEN | ({"run_dir"} if args.command == "train" else set())
+    written = _WRITTEN | ({"run_dir"} if args.command in ("train", "calibrate") else set())
     for dest, uri in uris:
         storage.check_access(uri, write=dest in written)
 
