@@ -37,8 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Arguments a command writes under (and the --run-dir of `dfd train` and `dfd calibrate`); any
-# other gs:// or s3://
-# argument is only read.
+# other gs:// or s3:// argument is only read.
 _WRITTEN = frozenset({"output", "out", "staging", "report_dir", "runs"})
 
 
