@@ -42,8 +42,9 @@ import re
 import socket
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from standins._server import LoopbackServer, QuietHandler
 
 PORT = 7777
 _API = "/api/v1/"
@@ -72,8 +73,10 @@ class Served:
     authorized: bool = False
 
 
-class KaggleStandIn:
+class KaggleStandIn(LoopbackServer):
     """Serves competition files on localhost:7777 in a background thread."""
+
+    thread_name = "kaggle-standin"
 
     def __init__(self, competition: str, *, username: str = "dfd-tester",
                  key: str = "0123456789abcdef", token: str | None = None,
@@ -82,12 +85,9 @@ class KaggleStandIn:
         self.username, self.key, self.token = username, key, token
         self.rules_accepted = rules_accepted
         self.page_cap = page_cap
+        super().__init__(_Handler, port=PORT)
         self.files: dict[str, bytes] = {}
-        self.log: list[Served] = []
         self._faults: list[Fault] = []
-        self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # setup
 
@@ -117,37 +117,11 @@ class KaggleStandIn:
     def storage_gets(self) -> list[Served]:
         return [s for s in self.log if s.method == "GET" and s.path.startswith("/storage/")]
 
-    def __enter__(self):
-        self.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    def start(self) -> None:
-        handler = type("Handler", (_Handler,), {"standin": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", PORT), handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        name="kaggle-standin", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join()
-            self._server = None
-
     # behaviour
 
     def _next_fault(self) -> Fault | None:
         with self._lock:
             return self._faults.pop(0) if self._faults else None
-
-    def _record(self, served: Served) -> None:
-        with self._lock:
-            self.log.append(served)
 
     def authorized(self, header: str | None) -> bool:
         if not header:
@@ -174,18 +148,8 @@ def goog_hash(data: bytes) -> str:
         return f"md5={md5}"
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     standin: KaggleStandIn
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format, *args):  # keep test output clean
-        pass
-
-    def handle(self):
-        try:
-            super().handle()
-        except (ConnectionResetError, BrokenPipeError):
-            pass  # a client that abandons a stream (the downloader does on resume)
 
     # plumbing
 

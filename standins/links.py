@@ -35,8 +35,9 @@ import sys
 import threading
 import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from standins._server import LoopbackServer, QuietHandler
 
 BUCKET = "kaggle-competitions-detached-data"
 COMPETITION_ID = "16880"
@@ -85,19 +86,17 @@ class StoredObject:
         return f"crc32c={crc},md5={base64.b64encode(hashlib.md5(self.data).digest()).decode()}"
 
 
-class LinksStandIn:
+class LinksStandIn(LoopbackServer):
     """Serves objects at signed links on 127.0.0.1 (a free port) in a background thread."""
 
+    thread_name = "links-standin"
+
     def __init__(self, *, port: int = 0):
-        self.port = port
+        super().__init__(_Handler, port=port)
         self.objects: dict[str, StoredObject] = {}
         self.sign_in_names: set[str] = set()  # links that answer the sign-in page
-        self.log: list[Served] = []
         self._key = b"standin-signing-key"
         self._faults: list[Fault] = []
-        self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # setup
 
@@ -139,29 +138,6 @@ class LinksStandIn:
         digest = hmac.new(self._key, f"GET\n\n\n{expires}\n{path}".encode(), "sha256").digest()
         return base64.b64encode(digest).decode()
 
-    def __enter__(self):
-        self.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    def start(self) -> None:
-        handler = type("Handler", (_Handler,), {"standin": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        name="links-standin", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join()
-            self._server = None
-
     def _next_fault(self, name: str) -> Fault | None:
         with self._lock:
             for i, fault in enumerate(self._faults):
@@ -169,28 +145,14 @@ class LinksStandIn:
                     return self._faults.pop(i)
             return None
 
-    def _record(self, served: Served) -> None:
-        with self._lock:
-            self.log.append(served)
-
 
 def _xml_error(code: str, message: str, extra: str = "") -> bytes:
     return (f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code>"
             f"<Message>{message}</Message>{extra}</Error>").encode()
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     standin: LinksStandIn
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format, *args):
-        pass
-
-    def handle(self):
-        try:
-            super().handle()
-        except (ConnectionResetError, BrokenPipeError):
-            pass
 
     def _answer(self, status: int, body: bytes, content_type: str, **headers) -> None:
         self.send_response(status)

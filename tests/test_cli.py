@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 from dfd import config
+from tests.chatter import chatter_in
 
 
 def dfd(*args):
@@ -43,18 +44,6 @@ def test_config_round_trips_through_dict():
 
 
 # ---- quiet runs --------------------------------------------------------------------------------
-
-# Start-up lines and logs of TensorFlow/absl/CUDA, Beam's workers and Ray that a normal run
-# keeps off the terminal (issue 19).
-CHATTER = ("failed call to cuInit", "oneDNN custom operations", "absl::InitializeLog",
-           "cudart_stub.cc", "No semi_persistent_directory", "Discarding unparseable args",
-           "apitools not found", "Token authentication is enabled", "streaming_executor",
-           "logging_progress", "core_worker.cc")
-
-
-def chatter_in(text: str) -> list[str]:
-    return [line for line in text.splitlines() if any(c in line for c in CHATTER)]
-
 
 def test_a_quiet_command_keeps_library_chatter_in_its_log_and_errors_in_one_line(tmp_path):
     # `dfd train` loads TensorFlow and Ray (whose C++ start-up lines go straight to file

@@ -7,18 +7,9 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
+from tests.chatter import chatter_in
+
 pytestmark = pytest.mark.slow
-
-
-# Start-up lines and logs of TensorFlow/absl/CUDA, Beam's workers and Ray (issue 19).
-CHATTER = ("failed call to cuInit", "oneDNN custom operations", "absl::InitializeLog",
-           "cudart_stub.cc", "No semi_persistent_directory", "Discarding unparseable args",
-           "apitools not found", "Token authentication is enabled", "streaming_executor",
-           "logging_progress", "core_worker.cc")
-
-
-def chatter_in(text: str) -> list[str]:
-    return [line for line in text.splitlines() if any(c in line for c in CHATTER)]
 
 
 def demo(workdir, *extra):
