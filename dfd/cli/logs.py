@@ -95,6 +95,33 @@ def _root_handlers(level: int, *handlers: logging.Handler) -> Iterator[None]:
         root.setLevel(before)
 
 
+# Loggers that libraries give stream handlers of their own and stop propagating (Ray does, on
+# import): while a command runs, their records go through the root's handlers like the rest,
+# whether the library was imported before the command or during it. Handlers that are not
+# streams (Ray Data's session log file) stay.
+SELF_HANDLED = ("ray", "ray.data", "ray.train", "ray.tune", "ray.serve")
+
+
+@contextlib.contextmanager
+def _through_root(names: tuple[str, ...]) -> Iterator[None]:
+    saved = []
+    for name in names:
+        logger = logging.getLogger(name)
+        streams = [h for h in logger.handlers if isinstance(h, logging.StreamHandler)
+                   and not isinstance(h, logging.FileHandler)]
+        saved.append((logger, logger.propagate, streams))
+        logger.propagate = True
+        for handler in streams:
+            logger.removeHandler(handler)
+    try:
+        yield
+    finally:
+        for logger, propagate, handlers in saved:
+            logger.propagate = propagate
+            for handler in handlers:
+                logger.addHandler(handler)
+
+
 def _keep_in(directory: str) -> Path | None:
     from dfd import storage
 
@@ -151,7 +178,7 @@ def command_output(command: str, *, directory: str | None, verbose: bool = False
     sys.stderr = log
     _terminal = to_terminal
     try:
-        with _root_handlers(logging.INFO, to_file, shown):
+        with _root_handlers(logging.INFO, to_file, shown), _through_root(SELF_HANDLED):
             yield result
     finally:
         sys.stderr = original_stderr
