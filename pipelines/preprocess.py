@@ -125,7 +125,8 @@ def run_preprocess(input: str | None, output: str, cfg: cfgmod.PreprocessConfig,
         commit.clear_staging(output, spec.part)
     started = time.perf_counter()
     summary = {"committed": [], "failed": []}
-    for wave in waves(todo, parts_per_wave):
+    batches = waves(todo, parts_per_wave)
+    for wave in batches:
         try:
             with beam.Pipeline(options=options) as p:
                 build(p, wave, output=output, cfg=cfg)
@@ -134,6 +135,9 @@ def run_preprocess(input: str | None, output: str, cfg: cfgmod.PreprocessConfig,
         with FileSystems.open(ot.join(output, commit.RUN_SUMMARY)) as f:
             done = json.loads(f.read())
         summary = {k: summary[k] + done[k] for k in ("committed", "failed")}
+    if len(batches) > 1:  # each wave's commit wrote its own: the file tells the whole run
+        with FileSystems.create(ot.join(output, commit.RUN_SUMMARY)) as f:
+            f.write(json.dumps(summary, indent=2, sort_keys=True).encode())
     seconds = time.perf_counter() - started
     summary["skipped"] = sorted(skipped)
     summary["seconds"] = round(seconds, 2)
