@@ -155,12 +155,13 @@ class _Handler(QuietHandler):
 
     def _json(self, status: int, body: dict) -> None:
         data = json.dumps(body).encode()
+        # Logged before it is sent: a client that has its answer finds it in the log.
+        self._served(status, body_bytes=len(data))
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
-        self._served(status, body_bytes=len(data))
 
     def _error(self, status: int, message: str) -> None:
         self._json(status, {"code": status, "message": message})

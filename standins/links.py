@@ -155,6 +155,8 @@ class _Handler(QuietHandler):
     standin: LinksStandIn
 
     def _answer(self, status: int, body: bytes, content_type: str, **headers) -> None:
+        # Logged before it is sent: a client that has its answer finds it in the log.
+        self._served(status, len(body))
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -162,7 +164,6 @@ class _Handler(QuietHandler):
             self.send_header(name.replace("_", "-"), value)
         self.end_headers()
         self.wfile.write(body)
-        self._served(status, len(body))
 
     def _served(self, status: int, body_bytes: int) -> None:
         self.standin._record(Served(self.path.split("?", 1)[0], status,
