@@ -62,3 +62,8 @@ def command_line(pid: int) -> str:
             errors="replace")
     except OSError:
         return ""
+
+
+def ray_train_workers(of: int) -> list[int]:
+    """The Ray Train worker processes under process ``of`` (never anyone else's)."""
+    return sorted(pid for pid in descendants(of) if "RayTrainWorker" in command_line(pid))

@@ -27,6 +27,7 @@ import pytest
 from dfd import config, dfdc, shards, storage
 from dfd.lease import LEASE, Lease, LeaseHeld, LeaseRecord, read_lease
 from tests import object_stores
+from tests.proc_inspect import ray_train_workers
 
 pytestmark = pytest.mark.slow
 
@@ -453,35 +454,6 @@ def test_gcs_two_syncs_on_one_bucket_output_one_stops_with_one_line(gcs, gcs_run
 
 # ---- S3: training, inference and the report in buckets ------------------------------------------
 
-def descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
-            except (OSError, IndexError, ValueError):
-                continue
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
-def train_workers(of: int) -> list[int]:
-    """Ray Train worker processes under the `dfd train` process `of` (never anyone else's)."""
-    found = []
-    for pid in descendants(of):
-        try:
-            if b"RayTrainWorker" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                found.append(pid)
-        except OSError:
-            continue
-    return found
-
-
 @pytest.fixture(scope="module")
 def s3_faces(s3, tmp_path_factory) -> str:
     """A small committed face-shard tree (train, validation and test splits) in a bucket."""
@@ -510,7 +482,7 @@ def test_s3_train_resumes_after_a_killed_worker_and_infer_and_report_use_buckets
         while killed_after is None and train.poll() is None:
             assert time.monotonic() < deadline, "training never finished an epoch"
             done = len(json.loads(storage.read_text(f"{run_dir}/history.json") or "[]"))
-            workers = train_workers(train.pid)
+            workers = ray_train_workers(train.pid)
             if done >= 1 and workers:
                 os.kill(max(workers), signal.SIGKILL)
                 killed_after = done

@@ -18,6 +18,7 @@ from dfd.augment import build_augmenter
 from dfd.config import TrainConfig
 from dfd.errors import DfdError
 from dfd.synth.face_shards import write_face_shards
+from tests.proc_inspect import ray_train_workers
 
 SPLITS = {"train": 8, "validation": 3}
 FAKES_PER_ORIGINAL = 2  # as if the pipeline kept all fakes: re-balancing has work to do
@@ -311,36 +312,6 @@ def test_a_run_dir_keeps_its_config_and_refuses_other_settings(tmp_path, data):
 
 # ---- Ray Train end to end ----------------------------------------------------------------------
 
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
-def _train_workers() -> list[int]:
-    """Ray Train worker processes started by this test process (never anyone else's)."""
-    found = []
-    for pid in _descendants(os.getpid()):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"RayTrainWorker" in cmdline:
-            found.append(pid)
-    return found
-
-
 class WorkerKiller(threading.Thread):
     """Kills one training worker once the run has finished ``after_epochs`` epochs."""
 
@@ -357,7 +328,7 @@ class WorkerKiller(threading.Thread):
                 done = len(json.loads(history.read_text()))
             except (OSError, ValueError):
                 continue
-            workers = _train_workers()
+            workers = ray_train_workers(os.getpid())
             if done >= self.after_epochs and workers:
                 os.kill(max(workers), signal.SIGKILL)
                 self.epochs_done_at_kill = done
