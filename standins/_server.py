@@ -9,13 +9,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class LoopbackServer:
     """Serves ``handler`` (a subclass of ``QuietHandler``, given this stand-in as ``standin``)
     on 127.0.0.1:``port`` (0: a free port, known after ``start``) in a background thread;
-    ``log`` holds one record per request, appended with ``_record``."""
+    ``log`` holds one record per request, appended with ``_record``; ``fault`` queues faults
+    for the requests to come."""
 
     thread_name = "standin"
 
     def __init__(self, handler: type[BaseHTTPRequestHandler], *, port: int = 0):
         self.port = port
         self.log: list = []
+        self._faults: list = []
         self._handler = handler
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -43,6 +45,11 @@ class LoopbackServer:
             self._server.server_close()
             self._thread.join()
             self._server = None
+
+    def fault(self, *faults) -> None:
+        """Faults the next requests meet, in order (each stand-in says which it has)."""
+        with self._lock:
+            self._faults.extend(faults)
 
     def _record(self, served) -> None:
         with self._lock:

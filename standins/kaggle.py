@@ -87,7 +87,6 @@ class KaggleStandIn(LoopbackServer):
         self.page_cap = page_cap
         super().__init__(_Handler, port=PORT)
         self.files: dict[str, bytes] = {}
-        self._faults: list[Fault] = []
 
     # setup
 
@@ -102,10 +101,6 @@ class KaggleStandIn(LoopbackServer):
         """A folder of the competition, one listed file per path (``folder/<name>``)."""
         for name, data in files.items():
             self.add_file(f"{folder}/{name}", data)
-
-    def fault(self, *faults: Fault) -> None:
-        with self._lock:
-            self._faults.extend(faults)
 
     def reset(self) -> None:
         with self._lock:

@@ -96,17 +96,12 @@ class LinksStandIn(LoopbackServer):
         self.objects: dict[str, StoredObject] = {}
         self.sign_in_names: set[str] = set()  # links that answer the sign-in page
         self._key = b"standin-signing-key"
-        self._faults: list[Fault] = []
 
     # setup
 
     def add(self, name: str, data: bytes, *, crc32c_only: bool = False,
             content_md5: bool = False) -> None:
         self.objects[name] = StoredObject(data, crc32c_only, content_md5)
-
-    def fault(self, *faults: Fault) -> None:
-        with self._lock:
-            self._faults.extend(faults)
 
     def reset(self) -> None:
         with self._lock:

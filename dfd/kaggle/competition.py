@@ -13,7 +13,7 @@ from dfd.errors import DfdError
 from dfd.kaggle import checks
 from dfd.kaggle.credentials import authenticated_api, credential_source
 from dfd.kaggle.errors import AccessDenied, FetchFailed, Mismatch
-from dfd.kaggle.progress import Progress
+from dfd.kaggle.progress import Progress, fetch_each
 from dfd.kaggle.redact import redact
 from dfd.kaggle.retries import (
     RetryPolicy,
@@ -388,7 +388,6 @@ def download_files(wanted: list[str], dest_uri: str, *, competition: str = COMPE
     `jobs` files at a time, keeping the listed paths (``test_videos/<name>.mp4``). A folder
     listed as one zip is unpacked beside it. Verified files are skipped; a failed file is
     reported and the rest go on; refused access stops the batch."""
-    import concurrent.futures
 
     comp = Competition(competition, retry=retry, scratch_dir=scratch_dir)
     files = select_api_files(comp.files(), wanted)
@@ -405,15 +404,7 @@ def download_files(wanted: list[str], dest_uri: str, *, competition: str = COMPE
             unpack_zip(result.uri, dest_uri)
         return [result]
 
-    results: list[FetchResult] = []
-    try:
-        with concurrent.futures.ThreadPoolExecutor(max(1, jobs),
-                                                   thread_name_prefix="kaggle") as pool:
-            for batch in pool.map(one, files):
-                results.extend(batch)
-    finally:
-        bars.close()
-    return results
+    return fetch_each(one, files, jobs=jobs, bars=bars, thread_name="kaggle")
 
 
 def open_seekable(uri: str):

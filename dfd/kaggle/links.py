@@ -23,7 +23,6 @@ receipt shows a URL's query string.
 """
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import json
 import logging
@@ -47,7 +46,7 @@ from dfd.kaggle.competition import (
     open_seekable,
 )
 from dfd.kaggle.errors import FetchFailed, Mismatch
-from dfd.kaggle.progress import Progress
+from dfd.kaggle.progress import Progress, fetch_each
 from dfd.kaggle.redact import redact, redact_http_logs, register_secret
 from dfd.kaggle.retries import RetryPolicy, describe, http_status, is_transient, retrying
 from dfd.output_tree import join
@@ -452,15 +451,7 @@ def download_links(links: list[PartLink], dest_uri: str, *, parts: set[int] | No
             log.error("%s", detail)
             return [result, FetchResult(result.file, result.uri, "failed", detail=detail)]
 
-    results: list[FetchResult] = []
-    try:
-        with concurrent.futures.ThreadPoolExecutor(max(1, jobs),
-                                                   thread_name_prefix="link") as pool:
-            for batch in pool.map(one, chosen):
-                results.extend(batch)
-    finally:
-        bars.close()
-    return results
+    return fetch_each(one, chosen, jobs=jobs, bars=bars, thread_name="link")
 
 
 def default_jobs() -> int:

@@ -1,8 +1,10 @@
 """Progress bars for a batch of downloads (tqdm, on stderr)."""
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 
@@ -90,3 +92,18 @@ class Progress:
 
     def close(self) -> None:
         self.overall.close()
+
+
+def fetch_each(one: Callable[[object], list], items: Iterable, *, jobs: int, bars: Progress,
+               thread_name: str) -> list:
+    """``one(item)`` for every item on ``jobs`` threads, the lists it returns joined in item
+    order; the progress bars are closed once all are done (or one raised)."""
+    results: list = []
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max(1, jobs),
+                                                   thread_name_prefix=thread_name) as pool:
+            for batch in pool.map(one, items):
+                results.extend(batch)
+    finally:
+        bars.close()
+    return results
