@@ -17,7 +17,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import pytest
 from dfd import config, dfdc, shards, storage
 from dfd.lease import LEASE, Lease, LeaseHeld, LeaseRecord, read_lease
 from tests import object_stores
+from tests.lease_race import race
 from tests.proc_inspect import ray_train_workers
 
 pytestmark = pytest.mark.slow
@@ -253,34 +253,14 @@ def stale_record(**changes) -> bytes:
     return LeaseRecord(**{**record.__dict__, **changes}).to_bytes()
 
 
-def race(leases: list[Lease]) -> list[str]:
-    """All acquire at once; returns the holders that won."""
-    start, won = threading.Barrier(len(leases)), []
-
-    def one(lease):
-        start.wait()
-        try:
-            lease.acquire()
-            won.append(lease.holder)
-        except LeaseHeld:
-            pass
-
-    threads = [threading.Thread(target=one, args=(lease,)) for lease in leases]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return won
-
-
 def test_s3_lease_is_won_by_exactly_one_racer_through_conditional_writes(s3):
     out = s3.make_bucket("leases") + "/out"
     # Free: the create is a put with If-None-Match: *, which exactly one racer wins.
-    won = race([Lease(out, ttl_s=60) for _ in range(8)])
+    won, _ = race([Lease(out, ttl_s=60) for _ in range(8)])
     assert len(won) == 1 and read_lease(out).holder == won[0]
     # Stale: the takeover is a put with If-Match: <the ETag read>, again one winner.
     storage.write_bytes(f"{out}/{LEASE}", stale_record())
-    won = race([Lease(out, ttl_s=60) for _ in range(6)])
+    won, _ = race([Lease(out, ttl_s=60) for _ in range(6)])
     assert len(won) == 1 and read_lease(out).holder == won[0]
 
 

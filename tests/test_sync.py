@@ -8,7 +8,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from dfd.errors import DfdError
 from dfd.kaggle import CompetitionFile
 from dfd.lease import LEASE, Lease, LeaseHeld, LeaseLost, LeaseRecord, read_lease
 from tests.infer_fixtures import make_run_dir
+from tests.lease_race import race
 from standins.kaggle import KaggleStandIn
 from standins.links import LinksStandIn
 
@@ -354,22 +354,7 @@ def test_a_held_lease_blocks_others_until_released(tmp_path):
 def test_of_many_racing_for_a_free_lease_exactly_one_wins(tmp_path):
     out = str(tmp_path / "out")
     leases = [Lease(out, ttl_s=60) for _ in range(12)]
-    start = threading.Barrier(len(leases))
-    won, refused = [], []
-
-    def race(lease):
-        start.wait()
-        try:
-            lease.acquire()
-            won.append(lease.holder)
-        except LeaseHeld:
-            refused.append(lease.holder)
-
-    threads = [threading.Thread(target=race, args=(lease,)) for lease in leases]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    won, refused = race(leases)
     assert len(won) == 1 and len(refused) == 11
     assert read_lease(out).holder == won[0]
 
@@ -380,22 +365,7 @@ def test_stale_leases_are_taken_over_by_exactly_one_run(tmp_path):
     # expired
     (out / LEASE).write_bytes(stale_record())
     leases = [Lease(str(out), ttl_s=60) for _ in range(6)]
-    start = threading.Barrier(len(leases))
-    won = []
-
-    def race(lease):
-        start.wait()
-        try:
-            lease.acquire()
-            won.append(lease.holder)
-        except LeaseHeld:
-            pass
-
-    threads = [threading.Thread(target=race, args=(lease,)) for lease in leases]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    won, _ = race(leases)
     assert len(won) == 1 and read_lease(str(out)).holder == won[0]
 
     # not expired, but its holder process on this host is gone
