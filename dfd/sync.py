@@ -35,7 +35,6 @@ from dfd.output_tree import join, part_folder
 LEDGER = "scored.json"
 PARTS = "parts"
 BATCHES = "_batches"  # run_inference's output for one sync, before it is split by part
-REPORT_SUBDIR = "report"
 DEFAULT_REPORT_DIR = "generalization"  # inside the run dir
 _TABLES = (report.FRAME_PREDICTIONS, report.VIDEO_PREDICTIONS)
 
@@ -72,7 +71,7 @@ def drop_pending(report_dir: str, parts: list[int]) -> None:
 
 
 def report_path(report_dir: str) -> str:
-    return join(report_dir, REPORT_SUBDIR, report.REPORT)
+    return join(report_dir, evaluation.REPORT_SUBDIR, report.REPORT)
 
 
 def scorable(parts: list[int], manifest: dict) -> tuple[list[int], list[int]]:
@@ -137,20 +136,13 @@ def _rebuild(report_dir: str, parts: list[int], *, model: str, run_dir: str | No
                                                 combined[report.VIDEO_PREDICTIONS].to_pydict())
     evaluated["run"] = {"model": model, "run_dir": str(run_dir) if run_dir else None,
                         "parts": parts, "split": None, "report": "generalization"}
-    metrics_json = (json.dumps(evaluated, indent=2, sort_keys=True) + "\n").encode()
     with tempfile.TemporaryDirectory(prefix="dfd-generalization-") as tmp:
-        local = Path(tmp)
         for name, table in combined.items():
-            pq.write_table(table, local / name, compression="zstd")
-        (local / report.METRICS).write_bytes(metrics_json)
-        history_dir = storage.local_path(run_dir) if run_dir and storage.is_local(run_dir) \
-            else None
-        report.render_report(local, local / REPORT_SUBDIR, run_dir=history_dir)
-        for name in _TABLES:
-            storage.commit_file(local / name, join(report_dir, name))
-        for f in sorted((local / REPORT_SUBDIR).iterdir()):
-            storage.commit_file(f, join(report_dir, REPORT_SUBDIR, f.name))
-    storage.write_bytes(join(report_dir, report.METRICS), metrics_json)
+            pq.write_table(table, Path(tmp, name), compression="zstd")
+            storage.commit_file(Path(tmp, name), join(report_dir, name))
+    storage.write_bytes(join(report_dir, report.METRICS),
+                        (json.dumps(evaluated, indent=2, sort_keys=True) + "\n").encode())
+    evaluation.write_report(report_dir, run_dir)
     return evaluated
 
 
