@@ -120,7 +120,7 @@ def run(args) -> int:
     from dfd import run_dir as rundir
     from dfd.models import MODEL_JSON
 
-    data_hash = mf.content_hash(json.loads((faces / "manifest.json").read_text()))
+    data_hash = mf.content_hash(mf.read(str(faces), required=True))
     stamp = {"train": config.to_dict(train_cfg), "data": data_hash}
     if _stamped(work / ".train.json", stamp) and Path(
             rundir.model_file(str(run_dir), MODEL_JSON)).exists():
